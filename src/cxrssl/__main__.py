@@ -1,0 +1,3 @@
+from cxrssl.cli import main
+
+raise SystemExit(main())

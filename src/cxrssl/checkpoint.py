@@ -1,0 +1,136 @@
+"""Checkpoints: safetensors weights plus a JSON file that says how to rebuild them.
+
+Loading a checkpoint never unpickles code. Two kinds of files live in a run folder:
+
+- ``checkpoints/epoch_NNNN.safetensors`` + ``.json``: backbone and projection head,
+  and what is needed to rebuild the backbone alone (arch, image size, input
+  channels, pixel normalisation, epoch, the run's config, cxrssl version);
+- ``state/last.safetensors`` + ``.json``: the same weights plus the optimiser's
+  state, rewritten after every epoch, for ``--resume``.
+
+Each pair is written weights first, JSON second, each atomically; the epoch is also
+stored inside the safetensors header, so a crash between the two writes is detected
+instead of silently pairing new weights with old metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cxrssl import __version__
+from cxrssl.errors import CxrsslError
+from cxrssl.fileio import atomic_write, atomic_write_json
+from cxrssl.models import PIXEL_MEAN, PIXEL_STD, build_backbone, feature_dim
+
+FORMAT = "cxrssl-checkpoint/1"
+
+
+class CheckpointError(CxrsslError):
+    pass
+
+
+def checkpoint_metadata(arch: str, image_size: int, epoch: int, config: dict, **extra) -> dict:
+    return {
+        "format": FORMAT,
+        "arch": arch,
+        "image_size": image_size,
+        "in_channels": 1,
+        "feature_dim": feature_dim(arch),
+        "pixel_mean": PIXEL_MEAN,
+        "pixel_std": PIXEL_STD,
+        "epoch": epoch,
+        "config": config,
+        "cxrssl_version": __version__,
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+
+
+def save_weights(json_path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
+    """Write ``<stem>.safetensors`` then ``<stem>.json``, both atomically."""
+    json_path = Path(json_path)
+    weights_path = json_path.with_suffix(".safetensors")
+    header = {"epoch": str(metadata["epoch"]), "format": FORMAT}
+    atomic_write(weights_path, lambda tmp: save_file(_contiguous(tensors), str(tmp), metadata=header))
+    atomic_write_json(json_path, {**metadata, "weights": weights_path.name})
+    return json_path
+
+
+def read_metadata(path: str | Path) -> tuple[dict, Path]:
+    """Metadata and weights path of a checkpoint given by its .json or .safetensors."""
+    path = Path(path)
+    json_path = path.with_suffix(".json") if path.suffix == ".safetensors" else path
+    if not json_path.is_file():
+        raise CheckpointError(f"{json_path}: no checkpoint metadata here; pass a checkpoint's .json (e.g. RUN/checkpoints/epoch_0010.json)")
+    try:
+        metadata = json.loads(json_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{json_path}: checkpoint metadata is not valid JSON ({error}); the file is damaged") from error
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path}: not a cxrssl checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    weights_path = json_path.parent / metadata["weights"]
+    if not weights_path.is_file():
+        raise CheckpointError(f"{json_path}: its weights file {weights_path.name} is missing; the checkpoint is incomplete")
+    with safe_open(str(weights_path), framework="pt") as handle:
+        stored_epoch = (handle.metadata() or {}).get("epoch")
+    if stored_epoch != str(metadata["epoch"]):
+        raise CheckpointError(
+            f"{json_path}: weights are from epoch {stored_epoch} but metadata says {metadata['epoch']}; "
+            f"the run was interrupted while saving, use an earlier checkpoint"
+        )
+    return metadata, weights_path
+
+
+def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    metadata, weights_path = read_metadata(path)
+    return load_file(str(weights_path)), metadata
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+
+
+def load_backbone(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the backbone m(.) from checkpoint files alone, in eval mode."""
+    tensors, metadata = load_tensors(path)
+    backbone = build_backbone(metadata["arch"])
+    backbone.load_state_dict(_with_prefix(tensors, "backbone."))
+    return backbone.eval(), metadata
+
+
+# --- the training state, for --resume ----------------------------------------------
+
+
+def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimiser state dict into tensors (safetensors) and plain values (JSON)."""
+    tensors, plain = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                plain[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": plain}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for key, value in saved["scalars"].items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": saved["param_groups"]}

@@ -1,0 +1,189 @@
+"""The command line: each verb parses its flags, calls one library function, prints.
+
+Errors the user can fix (CxrsslError) are printed as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cxrssl import __version__
+from cxrssl.errors import CxrsslError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 10,25,50,100, got {text!r}") from None
+
+
+def _fractions(text: str) -> dict[str, float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three fractions train,val,test like 0.7,0.1,0.2, got {text!r}")
+    return dict(zip(("train", "val", "test"), values))
+
+
+def cmd_phantom(args) -> None:
+    from cxrssl.data.phantom import write_phantom_dataset
+
+    manifest = write_phantom_dataset(args.out, n=args.n, size=args.size, seed=args.seed, positive_fraction=args.positive_fraction)
+    print(f"wrote {args.n} phantom radiographs, {manifest} and {Path(args.out) / 'contact_sheet.png'}")
+
+
+def cmd_split(args) -> None:
+    from collections import Counter
+
+    from cxrssl.data.manifest import read_manifest, write_manifest
+    from cxrssl.data.splits import DEFAULT_FRACTIONS, patient_grouped_split
+
+    manifest = read_manifest(args.manifest, check_files=False)
+    splits = patient_grouped_split(manifest.patient_keys, manifest.labels, args.fractions or DEFAULT_FRACTIONS, args.seed)
+    out = write_manifest(manifest.with_splits(splits), args.output)
+    counts = Counter(splits)
+    patients = {name: len({p for p, s in zip(manifest.patient_keys, splits) if s == name}) for name in counts}
+    summary = ", ".join(f"{name} {counts[name]} images / {patients[name]} patients" for name in ("train", "val", "test") if name in counts)
+    print(f"wrote {out}: {summary}")
+
+
+def cmd_pretrain(args) -> None:
+    from cxrssl.config import PretrainConfig, load_pretrain_config
+    from cxrssl.train import pretrain
+
+    overrides = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        "arch": args.arch,
+        "lr": args.lr,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "fraction": args.fraction,
+        "keep_epochs": args.keep,
+        "device": args.device,
+        "compile": True if args.compile else None,
+    }
+    saved_config = Path(args.out) / "config.json"
+    if args.resume and args.config is None and saved_config.is_file():
+        # Resuming without --config continues with the run's own settings.
+        from dataclasses import replace
+
+        base = PretrainConfig.from_dict(json.loads(saved_config.read_text())["pretrain"], str(saved_config))
+        config = replace(base, **{k: (tuple(v) if k == "keep_epochs" else v) for k, v in overrides.items() if v is not None})
+    else:
+        config = load_pretrain_config(args.config or "cpu", overrides)
+    result = pretrain(args.data, args.out, config, resume=args.resume, progress=not args.quiet)
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        last = result.losses[-1] if result.losses else float("nan")
+        print(f"pretrained {config.arch} on {result.images} images for {len(result.losses)} epochs (last loss {last:.4f}); run folder {result.run_dir}")
+
+
+def cmd_probe(args) -> None:
+    from cxrssl.checkpoint import load_backbone
+    from cxrssl.data.manifest import read_manifest
+    from cxrssl.eval.evaluate import load_task, probe_backbone, write_predictions
+    from cxrssl.eval.features import random_backbone
+    from cxrssl.fileio import atomic_write_json
+    from cxrssl.report.tables import markdown_table
+
+    if args.checkpoint:
+        backbone, metadata = load_backbone(args.checkpoint)
+        image_size, source = metadata["image_size"], str(args.checkpoint)
+    else:
+        backbone, image_size, source = random_backbone(args.arch, args.seed), args.image_size, f"random {args.arch}"
+    task = load_task(read_manifest(args.task), image_size, progress=not args.quiet)
+    result = probe_backbone(backbone, task, positive=args.positive, seed=args.seed, bootstrap=args.bootstrap, progress=not args.quiet)
+    output = Path(args.output)
+    payload = {"backbone": source, "task": str(args.task), "image_size": image_size, **result.to_dict()}
+    atomic_write_json(output, payload)
+    predictions = write_predictions(result, task, output.with_name(output.stem + "_predictions.csv"))
+    print(markdown_table([(source, payload)]))
+    print(f"wrote {output} and {predictions}")
+
+
+def cmd_demo(args) -> None:
+    from cxrssl.demo import DemoSettings, run_demo
+
+    run_demo(args.out, DemoSettings(seed=args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cxrssl", description="Self-supervised pretraining on chest X-rays, and honest evaluation.")
+    parser.add_argument("--version", action="version", version=f"cxrssl {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    phantom = verbs.add_parser("phantom", help="write synthetic chest radiographs and their manifest")
+    phantom.add_argument("out", help="folder to write into")
+    phantom.add_argument("--n", type=int, default=400, help="number of images (default 400)")
+    phantom.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--positive-fraction", type=float, default=0.5, help="share of PNEUMONIA patients (default 0.5)")
+    phantom.set_defaults(run=cmd_phantom)
+
+    split = verbs.add_parser("split", help="add a patient-level, label-stratified train/val/test split to a manifest")
+    split.add_argument("manifest")
+    split.add_argument("-o", "--output", required=True, help="manifest to write")
+    split.add_argument("--fractions", type=_fractions, help="train,val,test shares (default 0.7,0.1,0.2)")
+    split.add_argument("--seed", type=int, default=0)
+    split.set_defaults(run=cmd_split)
+
+    pretrain = verbs.add_parser("pretrain", help="SimCLR pretraining on the images of a manifest (labels ignored)")
+    pretrain.add_argument("--data", required=True, help="manifest CSV of the unlabelled images")
+    pretrain.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
+    pretrain.add_argument("--config", help="preset (paper, cpu, demo) or YAML file; default cpu")
+    pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    pretrain.add_argument("--epochs", type=int)
+    pretrain.add_argument("--batch-size", type=int, help="effective batch over all processes")
+    pretrain.add_argument("--image-size", type=int)
+    pretrain.add_argument("--arch", help="resnet18, resnet34, resnet50 or wide_resnet50_2")
+    pretrain.add_argument("--lr", type=float)
+    pretrain.add_argument("--temperature", type=float)
+    pretrain.add_argument("--seed", type=int)
+    pretrain.add_argument("--fraction", type=float, help="share of patients to pretrain on, in (0, 1]")
+    pretrain.add_argument("--keep", type=_int_list, help="epochs whose checkpoints are kept, e.g. 10,25,50,100")
+    pretrain.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    pretrain.add_argument("--compile", action="store_true", help="torch.compile the model")
+    pretrain.add_argument("--quiet", action="store_true", help="no progress bars")
+    pretrain.set_defaults(run=cmd_pretrain)
+
+    probe = verbs.add_parser("probe", help="logistic-regression probe of frozen features on a labelled manifest")
+    which = probe.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="checkpoint .json of a pretraining run")
+    which.add_argument("--init", choices=("random",), help="a randomly initialised backbone, the baseline")
+    probe.add_argument("--arch", default="resnet18", help="architecture for --init random")
+    probe.add_argument("--image-size", type=int, default=128, help="image size for --init random")
+    probe.add_argument("--task", required=True, help="labelled manifest CSV")
+    probe.add_argument("--positive", help="the disease class (default: the class that is not normal)")
+    probe.add_argument("-o", "--output", default="probe.json")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    probe.add_argument("--quiet", action="store_true")
+    probe.set_defaults(run=cmd_probe)
+
+    demo = verbs.add_parser("demo", help="the whole method end to end on phantom radiographs (a few minutes)")
+    demo.add_argument("--out", default="cxrssl-demo", help="output folder (default ./cxrssl-demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except CxrsslError as error:
+        print(f"cxrssl {args.verb}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cxrssl {args.verb}: interrupted; a pretraining run continues with --resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,49 @@
+"""Table III-style results: ACC, AUC, SEN, SPE, F1 in percent, with 95 % CIs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+
+from cxrssl.eval.metrics import METRICS
+
+HEADERS = {"accuracy": "ACC", "auc": "AUC", "sensitivity": "SEN", "specificity": "SPE", "f1": "F1"}
+
+
+def _percent(value: float) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f}"
+
+
+def format_cell(value: float, interval: tuple[float, float] | None) -> str:
+    if not interval:
+        return _percent(value)
+    return f"{_percent(value)} [{_percent(interval[0])}–{_percent(interval[1])}]"
+
+
+def markdown_table(rows: list[tuple[str, dict]]) -> str:
+    """``rows`` are (row label, ProbeResult.to_dict()) pairs."""
+    lines = [
+        "| model | " + " | ".join(HEADERS[m] for m in METRICS) + " | C | test images |",
+        "|---|" + "---|" * (len(METRICS) + 2),
+    ]
+    for label, result in rows:
+        cells = [format_cell(result["metrics"][m], result.get("intervals_95", {}).get(m)) for m in METRICS]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {result['chosen_c']} | {result['n_test']} |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[tuple[str, dict]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["model"]
+    for metric in METRICS:
+        header += [HEADERS[metric], f"{HEADERS[metric]}_low", f"{HEADERS[metric]}_high"]
+    writer.writerow(header + ["C", "n_test"])
+    for label, result in rows:
+        line = [label]
+        for metric in METRICS:
+            low, high = result.get("intervals_95", {}).get(metric, (math.nan, math.nan))
+            line += [_percent(result["metrics"][metric]), _percent(low), _percent(high)]
+        writer.writerow(line + [result["chosen_c"], result["n_test"]])
+    return buffer.getvalue()

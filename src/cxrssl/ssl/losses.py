@@ -1,0 +1,63 @@
+"""NT-Xent, the normalised temperature-scaled cross-entropy of SimCLR.
+
+Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
+ICML 2020; used by Gazda et al. 2021 with tau = 0.5 (PAPER.md). For an anchor i and
+its positive j among the 2B views of a batch,
+
+    l(i, j) = -log( exp(sim(z_i, z_j) / tau) / sum_{k != i} exp(sim(z_i, z_k) / tau) )
+
+with cosine similarity, averaged over all 2B anchors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _gather_with_gradients(z: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All processes' projections concatenated in rank order, and this process's rank.
+
+    The gather keeps the autograd graph: the gradient a process computes for another
+    process's projections is sent back to it, so each negative is trained by every
+    anchor that saw it.
+    """
+    import torch.distributed as dist
+
+    from cxrssl.distributed import differentiable_all_gather
+
+    return torch.cat(differentiable_all_gather(z), dim=0), dist.get_rank()
+
+
+def nt_xent_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.5,
+    gather_distributed: bool = False,
+) -> torch.Tensor:
+    """NT-Xent over views ``z1[k]`` and ``z2[k]`` of the same image k.
+
+    With ``gather_distributed`` the negatives are the views of every process and the
+    loss is the mean over this process's 2B anchors; averaged over processes (as
+    DistributedDataParallel does with gradients) it equals the loss of one process
+    holding the concatenated batch.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"expected two (B, D) projections of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    batch = z1.shape[0]
+    # At least float32, even under bf16 autocast: exp(sim / tau) is sensitive to rounding.
+    dtype = torch.promote_types(z1.dtype, torch.float32)
+    local = F.normalize(torch.cat([z1, z2], dim=0).to(dtype), dim=1)  # rows: view 1 of all, then view 2 of all
+    everyone, rank = _gather_with_gradients(local) if gather_distributed else (local, 0)
+    # Column index of each local anchor in `everyone` (blocks of 2B per process).
+    block_start = rank * 2 * batch
+    anchor_columns = torch.arange(2 * batch, device=local.device) + block_start
+    positive_columns = torch.cat([anchor_columns[batch:], anchor_columns[:batch]])
+
+    logits = local @ everyone.T / temperature  # (2B, 2B * world)
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[torch.arange(2 * batch), anchor_columns] = True
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    return F.cross_entropy(logits, positive_columns)

@@ -1,0 +1,351 @@
+"""The pretraining loop: SimCLR on unlabelled radiographs.
+
+One function, ``pretrain``, runs on the CPU, one GPU, or many processes launched by
+``torchrun``. Every epoch it appends a log row, saves the resumable training state
+and, for the epochs the config keeps, a checkpoint. Randomness (batch order and
+augmentations) is derived from (seed, epoch, rank), so an interrupted run resumed
+with ``resume=True`` reproduces the uninterrupted run's losses.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from cxrssl import __version__
+from cxrssl.checkpoint import (
+    checkpoint_metadata,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_weights,
+)
+from cxrssl.config import PretrainConfig
+from cxrssl.data.io import load_square_images
+from cxrssl.data.manifest import Manifest, read_manifest, write_manifest
+from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
+from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
+from cxrssl.fileio import atomic_write_json, atomic_write_text
+from cxrssl.seeding import derived_generator, seed_everything
+from cxrssl.ssl.augment import BatchAugment
+from cxrssl.ssl.methods import SimCLR
+
+LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s")
+# Settings that may differ when a run is resumed: extending it, or lowering the
+# learning rate after a divergence. Anything else would make a different run.
+RESUMABLE_CHANGES = {"epochs", "lr", "device", "compile"}
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    losses: list[float]  # one per epoch, from epoch 1, including resumed epochs
+    checkpoints: list[Path] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    images: int = 0
+
+
+def select_patients(manifest: Manifest, fraction: float, seed: int) -> Manifest:
+    """A reproducible share of the patients (all their images), for --fraction."""
+    if fraction >= 1:
+        return manifest
+    patients = sorted(set(manifest.patient_keys))
+    rng = np.random.default_rng([seed, 1789])
+    count = max(1, round(fraction * len(patients)))
+    chosen = set(rng.permutation(len(patients))[:count].tolist())
+    chosen_patients = {patients[i] for i in chosen}
+    return manifest.select([i for i, key in enumerate(manifest.patient_keys) if key in chosen_patients])
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+class RunFolder:
+    """Paths of one run, and the small files that describe it."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.checkpoints = self.root / "checkpoints"
+        self.state = self.root / "state" / "last.json"
+        self.config = self.root / "config.json"
+        self.log = self.root / "log.csv"
+        self.status = self.root / "status.json"
+        self.subset = self.root / "pretext_manifest.csv"
+        self.unreadable = self.root / "unreadable.csv"
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{epoch:04d}.json"
+
+    def saved_checkpoints(self) -> list[Path]:
+        return sorted(self.checkpoints.glob("epoch_*.json"))
+
+    def read_log(self) -> list[dict]:
+        if not self.log.is_file():
+            return []
+        return list(csv.DictReader(self.log.open()))
+
+    def write_log(self, rows: list[dict]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.log, buffer.getvalue())
+
+    def set_status(self, state: str, **details) -> None:
+        atomic_write_json(self.status, {"state": state, "cxrssl_version": __version__, **details})
+
+
+def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
+    """The epoch to start after (0 for a new run), after checking the folder."""
+    if not run.state.is_file():
+        if resume and run.root.exists() and any(run.root.iterdir()):
+            raise CxrsslError(f"{run.root}: nothing to resume (no state/last.json); start a new run in an empty folder")
+        if run.root.exists() and any(run.root.iterdir()) and not resume:
+            if run.log.is_file() or run.checkpoints.exists():
+                raise CxrsslError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
+        return 0
+    if not resume:
+        raise CxrsslError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
+    import json
+
+    saved = json.loads(run.config.read_text())["pretrain"]
+    current = config.to_dict()
+    changed = sorted(key for key in current if current[key] != saved.get(key) and key not in RESUMABLE_CHANGES)
+    if changed:
+        raise ConfigError(
+            f"{run.config}: --resume needs the run's own settings, but {', '.join(changed)} differ; "
+            f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when resuming"
+        )
+    return int(json.loads(run.state.read_text())["epoch"])
+
+
+def _bare(model: torch.nn.Module) -> SimCLR:
+    """The SimCLR module under DDP and torch.compile wrappers."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def pretrain(
+    manifest: str | Path | Manifest,
+    run_dir: str | Path,
+    config: PretrainConfig,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_epoch: int | None = None,
+) -> PretrainResult:
+    """Pretrain SimCLR on the images of ``manifest``; labels, if any, are ignored.
+
+    ``stop_after_epoch`` ends the run early as if it had been killed after that
+    epoch (used to test resuming).
+    """
+    device = resolve_device(config.device)
+    context = init_from_environment(device.type)
+    try:
+        return _pretrain(manifest, RunFolder(run_dir), config, resume, progress, stop_after_epoch, device, context)
+    finally:
+        shutdown(context)
+
+
+def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device, context: DistributedContext):
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    start_epoch = _check_resume(run, config, resume)
+    seed_everything(config.seed)
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    subset = select_patients(manifest, config.fraction, config.seed)
+
+    show = progress and context.is_main
+    loaded = load_square_images(subset.files, config.image_size, progress=show)
+    if len(loaded.kept) == 0:
+        raise CxrsslError(f"{manifest.name}: none of its {len(subset)} images could be read; check the paths and files (see `cxrssl check`)")
+    if config.batch_size % context.world_size:
+        raise ConfigError(f"batch_size {config.batch_size} must be divisible by the {context.world_size} processes")
+    per_rank_batch = config.batch_size // context.world_size
+    if len(loaded.kept) < config.batch_size:
+        raise ConfigError(
+            f"{manifest.name}: batch_size {config.batch_size} is larger than the {len(loaded.kept)} readable images; "
+            f"lower --batch-size or add images"
+        )
+
+    if context.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.set_status("running", epochs_done=start_epoch, epochs=config.epochs)
+        atomic_write_json(
+            run.config,
+            {
+                "pretrain": config.to_dict(),
+                "manifest": manifest.name,
+                "images_in_manifest": len(manifest),
+                "patients_in_manifest": len(set(manifest.patient_keys)),
+                "images_used": len(loaded.kept),
+                "patients_used": len(set(subset.patient_keys)),
+                "fraction": config.fraction,
+                "processes": context.world_size,
+                "device": device.type,
+                "cxrssl_version": __version__,
+                "torch_version": torch.__version__,
+            },
+        )
+        write_manifest(subset, run.subset)
+        _write_unreadable(run, loaded.unreadable)
+
+    model = SimCLR(config.arch, config.hidden_features, config.out_features, config.temperature, context.enabled)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    log_rows = run.read_log()[:start_epoch]
+    if start_epoch:
+        tensors, state = load_tensors(run.state)
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
+        optimizer.load_state_dict(optimizer_from_tensors(tensors, state["optimizer"]))
+    for group in optimizer.param_groups:  # lr may have been lowered on resume
+        group["lr"] = config.lr
+
+    use_cuda_extras = device.type == "cuda"
+    if context.enabled:
+        model = sync_batchnorm(model, device.type)
+    model = model.to(device)
+    if use_cuda_extras and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    _move_optimizer_state(optimizer, device)
+    if context.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda_extras else None)
+    if config.compile:
+        model = torch.compile(model)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda_extras and config.amp else nullcontext()
+
+    pixels = torch.from_numpy(loaded.pixels)
+    augment = BatchAugment(config.augment, config.image_size)
+    sampler = DistributedSampler(
+        range(len(pixels)), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed, drop_last=True
+    )
+    steps_per_epoch = len(sampler) // per_rank_batch
+    losses = [float(row["loss"]) for row in log_rows]
+    checkpoints = []
+    last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
+
+    for epoch in range(start_epoch + 1, last_epoch + 1):
+        model.train()
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        generator = derived_generator(config.seed, epoch, context.rank)
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not show, leave=False)
+        for step in bar:
+            batch = pixels[order[step * per_rank_batch : (step + 1) * per_rank_batch]].to(device, non_blocking=True)
+            view1, view2 = augment(batch, generator), augment(batch, generator)
+            if use_cuda_extras and config.channels_last:
+                view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                loss = model(view1, view2)
+            _stop_if_diverged(loss, epoch, step, run, context)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double().cpu()
+            seen = (step + 1) * config.batch_size
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        bar.close()
+        wall = time.perf_counter() - started
+        epoch_loss = _mean_over_processes(loss_sum / steps_per_epoch, context)
+        losses.append(epoch_loss)
+        log_rows.append(
+            {
+                "epoch": epoch,
+                "loss": repr(epoch_loss),  # exact, so a resumed run reports identical losses
+                "lr": config.lr,
+                "images_per_s": f"{steps_per_epoch * config.batch_size / wall:.2f}",
+                "wall_s": f"{wall:.2f}",
+            }
+        )
+        if context.is_main:
+            saved = _save_epoch(run, _bare(model), optimizer, config, epoch, epoch_loss)
+            checkpoints.extend(saved)
+            run.write_log(log_rows)
+            done = epoch == config.epochs
+            run.set_status("complete" if done else "running", epochs_done=epoch, epochs=config.epochs)
+            if show:
+                tqdm.write(f"epoch {epoch}/{config.epochs}  loss {epoch_loss:.4f}  {log_rows[-1]['images_per_s']} img/s")
+        if context.enabled:
+            torch.distributed.barrier()
+    return PretrainResult(run.root, losses, checkpoints, loaded.unreadable, len(loaded.kept))
+
+
+def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for state in optimizer.state.values():
+        for name, value in state.items():
+            if torch.is_tensor(value) and name != "step":
+                state[name] = value.to(device)
+
+
+def _mean_over_processes(value: torch.Tensor, context: DistributedContext) -> float:
+    if context.enabled:
+        value = value.clone()
+        torch.distributed.all_reduce(value)
+        value /= context.world_size
+    return float(value)
+
+
+def _stop_if_diverged(loss: torch.Tensor, epoch: int, step: int, run: RunFolder, context: DistributedContext) -> None:
+    bad = torch.tensor([0.0 if math.isfinite(loss.item()) else 1.0])
+    if context.enabled:
+        torch.distributed.all_reduce(bad)  # every process stops together
+    if bad.item() == 0:
+        return
+    saved = run.saved_checkpoints()
+    last_good = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint had been saved yet"
+    if context.is_main:
+        run.set_status("diverged", epoch=epoch, step=step)
+    raise TrainingDiverged(
+        f"{run.root}: the loss became {loss.item()} at epoch {epoch}, step {step + 1}; {last_good} "
+        f"(the resumable state is from the end of epoch {epoch - 1}); lower --lr and continue with --resume"
+    )
+
+
+def _save_epoch(run: RunFolder, model: SimCLR, optimizer, config: PretrainConfig, epoch: int, loss: float) -> list[Path]:
+    weights = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
+    weights.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+    metadata = checkpoint_metadata(
+        config.arch,
+        config.image_size,
+        epoch,
+        config.to_dict(),
+        loss=loss,
+        head={"hidden_features": config.hidden_features, "out_features": config.out_features},
+    )
+    saved = []
+    if config.keeps(epoch):
+        saved.append(save_weights(run.checkpoint(epoch), weights, metadata))
+    optimizer_tensors, optimizer_plain = optimizer_to_tensors(optimizer.state_dict())
+    # State tensors are keyed by the SimCLR module's own names, so it reloads directly.
+    state_weights = {**model.state_dict(), **optimizer_tensors}
+    save_weights(run.state, state_weights, {**metadata, "optimizer": optimizer_plain})
+    return saved
+
+
+def _write_unreadable(run: RunFolder, unreadable: list[tuple[str, str]]) -> None:
+    if not unreadable:
+        run.unreadable.unlink(missing_ok=True)
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows(unreadable)
+    atomic_write_text(run.unreadable, buffer.getvalue())
+    tqdm.write(f"warning: skipped {len(unreadable)} unreadable image(s), listed in {run.unreadable}")

@@ -1,0 +1,24 @@
+"""Shared fixtures: small phantom datasets made on the fly, and the real-data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def phantom_manifest(tmp_path_factory) -> Path:
+    """48 small labelled phantoms (about 30 patients), written once per test session."""
+    from cxrssl.data.phantom import write_phantom_dataset
+
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms"), n=48, size=64, seed=3, progress=False)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "nih_pneumonia" / "labels.csv").is_file():
+        pytest.skip("real chest X-rays not found: ../shared/data (beside the checkout) is absent")
+    return SHARED_DATA

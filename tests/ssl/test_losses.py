@@ -1,0 +1,73 @@
+import math
+
+import pytest
+import torch
+
+from cxrssl.ssl.losses import nt_xent_loss
+
+
+def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Slow, literal NT-Xent: a Python loop over the 2B anchors (SimCLR's Eq. 1)."""
+    views = torch.cat([z1, z2]).double()
+    n = views.shape[0]
+    batch = n // 2
+
+    def sim(a, b):
+        return torch.dot(a, b) / (a.norm() * b.norm())
+
+    total = 0.0
+    for i in range(n):
+        j = (i + batch) % n
+        numerator = torch.exp(sim(views[i], views[j]) / temperature)
+        denominator = sum(torch.exp(sim(views[i], views[k]) / temperature) for k in range(n) if k != i)
+        total = total - torch.log(numerator / denominator)
+    return total / n
+
+
+@pytest.mark.parametrize("batch", [2, 3, 8, 17])
+@pytest.mark.parametrize("dim", [1, 4, 128])
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 0.5, 1.0, 2.0])
+def test_matches_reference_value_and_gradient(batch, dim, temperature):
+    generator = torch.Generator().manual_seed(batch * 1000 + dim + int(temperature * 100))
+    z1 = torch.randn(batch, dim, generator=generator, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(batch, dim, generator=generator, dtype=torch.float64, requires_grad=True)
+    fast = nt_xent_loss(z1, z2, temperature)
+    fast_grads = torch.autograd.grad(fast, (z1, z2))
+    slow = reference_nt_xent(z1, z2, temperature)
+    slow_grads = torch.autograd.grad(slow, (z1, z2))
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-10)
+    for got, want in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_float32_and_bfloat16_inputs_are_computed_in_float32():
+    z1, z2 = torch.randn(8, 32, dtype=torch.float64), torch.randn(8, 32, dtype=torch.float64)
+    exact = reference_nt_xent(z1, z2, 0.5).item()
+    assert nt_xent_loss(z1.float(), z2.float()).dtype == torch.float32
+    assert nt_xent_loss(z1.float(), z2.float()).item() == pytest.approx(exact, rel=1e-5)
+    assert nt_xent_loss(z1.bfloat16(), z2.bfloat16()).item() == pytest.approx(exact, rel=2e-2)
+
+
+def test_perfect_alignment_reaches_the_bound():
+    # Orthogonal images, identical views: each anchor's positive has similarity 1 and
+    # its 2B-2 negatives similarity 0.
+    batch, temperature = 4, 0.5
+    z = torch.eye(batch)
+    loss = nt_xent_loss(z, z.clone(), temperature)
+    e = math.exp(1 / temperature)
+    expected = -math.log(e / (e + (2 * batch - 2)))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_scale_invariant_and_symmetric():
+    z1, z2 = torch.randn(6, 16), torch.randn(6, 16)
+    loss = nt_xent_loss(z1, z2)
+    assert nt_xent_loss(3 * z1, 0.2 * z2).item() == pytest.approx(loss.item(), rel=1e-5)
+    assert nt_xent_loss(z2, z1).item() == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_rejects_bad_shapes_and_temperature():
+    with pytest.raises(ValueError):
+        nt_xent_loss(torch.randn(4, 8), torch.randn(5, 8))
+    with pytest.raises(ValueError):
+        nt_xent_loss(torch.randn(4, 8), torch.randn(4, 8), temperature=0)

@@ -1,0 +1,36 @@
+import json
+
+from cxrssl.cli import main
+
+
+def test_phantom_split_pretrain_probe_through_the_cli(tmp_path, capsys):
+    data = tmp_path / "phantoms"
+    assert main(["phantom", str(data), "--n", "40", "--size", "64", "--seed", "2"]) == 0
+    assert (data / "labels.csv").is_file() and (data / "contact_sheet.png").is_file()
+    assert main(["split", str(data / "labels.csv"), "-o", str(data / "split.csv"), "--seed", "1"]) == 0
+    assert "train" in capsys.readouterr().out
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(data / "labels.csv"), "--out", str(run), "--config", "demo", "--image-size", "32",
+            "--batch-size", "16", "--epochs", "1", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert main([*args[:-2], "2", "--quiet", "--resume"]) == 0  # extend the run by one epoch
+    assert [p.name for p in sorted((run / "checkpoints").glob("*.json"))] == ["epoch_0001.json", "epoch_0002.json"]
+    out = tmp_path / "probe.json"
+    code = main(["probe", "--checkpoint", str(run / "checkpoints" / "epoch_0002.json"), "--task", str(data / "split.csv"),
+                 "-o", str(out), "--bootstrap", "20", "--quiet"])  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["split_source"] == "manifest" and result["positive"] == "PNEUMONIA"
+    assert set(result["metrics"]) == {"accuracy", "auc", "sensitivity", "specificity", "f1"}
+    assert (tmp_path / "probe_predictions.csv").read_text().startswith("path,patient_id,label,p_PNEUMONIA,predicted")
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["pretrain", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "r")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("cxrssl pretrain: error: ") and "none.csv" in error
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert main(["pretrain", "--data", "x.csv", "--out", "r", "--fraction", "1.5"]) == 2
+    assert "fraction must be in (0, 1]" in capsys.readouterr().err
+    assert main(["pretrain", "--data", "x.csv", "--out", "r", "--arch", "alexnet"]) == 2
+    assert "unknown architecture 'alexnet'" in capsys.readouterr().err

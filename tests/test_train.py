@@ -1,0 +1,118 @@
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from cxrssl.checkpoint import load_backbone, load_tensors
+from cxrssl.config import load_pretrain_config
+from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
+from cxrssl.train import RunFolder, pretrain, select_patients
+from cxrssl.data.manifest import read_manifest
+
+
+def tiny_config(**changes):
+    small = {"image_size": 32, "batch_size": 16, "epochs": 3, "hidden_features": 32, "out_features": 16, "keep_epochs": ()}
+    return replace(load_pretrain_config("demo"), **{**small, **changes})
+
+
+def test_resumed_run_reproduces_the_uninterrupted_losses_and_weights(tmp_path, phantom_manifest):
+    config = tiny_config()
+    whole = pretrain(phantom_manifest, tmp_path / "whole", config, progress=False)
+    first = pretrain(phantom_manifest, tmp_path / "split", config, progress=False, stop_after_epoch=1)
+    assert len(first.losses) == 1
+    status = json.loads((tmp_path / "split" / "status.json").read_text())
+    assert status == {**status, "state": "running", "epochs_done": 1}  # not looking complete
+    resumed = pretrain(phantom_manifest, tmp_path / "split", config, resume=True, progress=False)
+    assert resumed.losses == whole.losses
+    assert len(whole.losses) == 3 and len(set(whole.losses)) == 3
+    final_whole, _ = load_tensors(tmp_path / "whole" / "checkpoints" / "epoch_0003.json")
+    final_resumed, _ = load_tensors(tmp_path / "split" / "checkpoints" / "epoch_0003.json")
+    for key, value in final_whole.items():
+        torch.testing.assert_close(final_resumed[key], value, rtol=0, atol=0)
+    assert [row["epoch"] for row in RunFolder(tmp_path / "split").read_log()] == ["1", "2", "3"]
+    assert json.loads((tmp_path / "split" / "status.json").read_text())["state"] == "complete"
+
+
+def test_checkpoint_rebuilds_the_backbone_from_files_alone(tmp_path, phantom_manifest):
+    config = tiny_config(epochs=2, keep_epochs=(1,))
+    result = pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
+    # Epoch 1 is in the keep-list, the last epoch is always kept.
+    assert [p.name for p in result.checkpoints] == ["epoch_0001.json", "epoch_0002.json"]
+    backbone, metadata = load_backbone(result.checkpoints[-1])
+    assert metadata["arch"] == "resnet18" and metadata["image_size"] == 32 and metadata["epoch"] == 2
+    assert metadata["in_channels"] == 1 and metadata["feature_dim"] == 512
+    assert metadata["config"]["batch_size"] == 16
+    tensors, _ = load_tensors(result.checkpoints[-1])
+    assert set(tensors) >= {"backbone.conv1.weight", "head.0.weight", "head.3.weight"}
+    # The rebuilt backbone computes what the saved weights define.
+    reference = torch.nn.Module()
+    from cxrssl.models import build_backbone
+
+    reference = build_backbone("resnet18")
+    reference.load_state_dict({k[len("backbone.") :]: v for k, v in tensors.items() if k.startswith("backbone.")})
+    images = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(backbone(images), reference.eval()(images))
+    assert backbone(images).shape == (2, 512)
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, phantom_manifest, monkeypatch):
+    import cxrssl.ssl.methods as methods
+
+    calls = {"n": 0}
+    real_loss = methods.nt_xent_loss
+
+    def loss_that_explodes(*args, **kwargs):
+        calls["n"] += 1
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if calls["n"] > 4 else value  # 3 steps per epoch
+
+    monkeypatch.setattr(methods, "nt_xent_loss", loss_that_explodes)
+    with pytest.raises(TrainingDiverged) as caught:
+        pretrain(phantom_manifest, tmp_path / "run", tiny_config(), progress=False)
+    message = str(caught.value)
+    assert "epoch 2" in message and "epoch_0001.json" in message and "--resume" in message
+    state = json.loads((tmp_path / "run" / "state" / "last.json").read_text())
+    assert state["epoch"] == 1
+    load_backbone(tmp_path / "run" / "checkpoints" / "epoch_0001.json")  # intact
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "diverged"
+
+
+def test_fraction_takes_whole_patients_reproducibly(phantom_manifest):
+    manifest = read_manifest(phantom_manifest)
+    half = select_patients(manifest, 0.5, seed=0)
+    assert select_patients(manifest, 0.5, seed=0).rows == half.rows
+    chosen = set(half.patient_keys)
+    assert len(chosen) == round(0.5 * len(set(manifest.patient_keys)))
+    # every image of a chosen patient is in, every other image is out
+    assert sorted(r.path for r in manifest.rows if r.patient_key in chosen) == sorted(r.path for r in half.rows)
+    assert select_patients(manifest, 1.0, seed=0) is manifest
+
+
+def test_fraction_is_recorded(tmp_path, phantom_manifest):
+    pretrain(phantom_manifest, tmp_path / "run", tiny_config(fraction=0.6, epochs=1, batch_size=8), progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["fraction"] == 0.6 and saved["patients_used"] < saved["patients_in_manifest"]
+    assert len(read_manifest(tmp_path / "run" / "pretext_manifest.csv")) == saved["images_used"]
+
+
+def test_unreadable_images_are_listed_and_skipped(tmp_path, phantom_manifest):
+    manifest = read_manifest(phantom_manifest)
+    (phantom_manifest.parent / "images" / "zzz_broken.png").write_bytes(b"not a png")
+    from cxrssl.data.manifest import Manifest, ManifestRow
+
+    broken = Manifest([*manifest.rows, ManifestRow("images/zzz_broken.png", "px", "")], manifest.root)
+    result = pretrain(broken, tmp_path / "run", tiny_config(epochs=1), progress=False)
+    assert [path for path, _ in result.unreadable] == [str(phantom_manifest.parent / "images" / "zzz_broken.png")]
+    assert "zzz_broken.png" in (tmp_path / "run" / "unreadable.csv").read_text()
+    assert result.images == len(manifest)
+
+
+def test_clear_errors(tmp_path, phantom_manifest):
+    with pytest.raises(ConfigError, match="larger than the 48 readable images"):
+        pretrain(phantom_manifest, tmp_path / "a", tiny_config(batch_size=64), progress=False)
+    pretrain(phantom_manifest, tmp_path / "b", tiny_config(epochs=1), progress=False)
+    with pytest.raises(CxrsslError, match="already holds a run; pass --resume"):
+        pretrain(phantom_manifest, tmp_path / "b", tiny_config(epochs=1), progress=False)
+    with pytest.raises(ConfigError, match="temperature differ"):
+        pretrain(phantom_manifest, tmp_path / "b", tiny_config(epochs=2, temperature=0.1), resume=True, progress=False)
