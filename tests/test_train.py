@@ -116,3 +116,10 @@ def test_clear_errors(tmp_path, phantom_manifest):
         pretrain(phantom_manifest, tmp_path / "b", tiny_config(epochs=1), progress=False)
     with pytest.raises(ConfigError, match="temperature differ"):
         pretrain(phantom_manifest, tmp_path / "b", tiny_config(epochs=2, temperature=0.1), resume=True, progress=False)
+
+
+def test_a_dataset_with_no_readable_image_is_refused(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"")
+    (tmp_path / "m.csv").write_text("path,patient_id,label\nbroken.png,p1,\n")
+    with pytest.raises(CxrsslError, match="none of its 1 images could be read"):
+        pretrain(tmp_path / "m.csv", tmp_path / "run", tiny_config(), progress=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import time
 from contextlib import nullcontext
@@ -112,17 +113,15 @@ class RunFolder:
 
 def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
     """The epoch to start after (0 for a new run), after checking the folder."""
-    if not run.state.is_file():
-        if resume and run.root.exists() and any(run.root.iterdir()):
-            raise CxrsslError(f"{run.root}: nothing to resume (no state/last.json); start a new run in an empty folder")
-        if run.root.exists() and any(run.root.iterdir()) and not resume:
-            if run.log.is_file() or run.checkpoints.exists():
-                raise CxrsslError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
-        return 0
+    has_state = run.state.is_file()
     if not resume:
-        raise CxrsslError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
-    import json
-
+        if has_state or run.log.is_file() or run.checkpoints.exists():
+            raise CxrsslError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
+        return 0
+    if not has_state:
+        if run.root.exists() and any(run.root.iterdir()):
+            raise CxrsslError(f"{run.root}: nothing to resume (no state/last.json); start a new run in an empty folder")
+        return 0  # --resume on an empty folder simply starts the run
     saved = json.loads(run.config.read_text())["pretrain"]
     current = config.to_dict()
     changed = sorted(key for key in current if current[key] != saved.get(key) and key not in RESUMABLE_CHANGES)

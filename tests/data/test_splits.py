@@ -71,3 +71,19 @@ def test_bad_fractions():
 
     with pytest.raises(CxrsslError, match="add up to 1"):
         patient_grouped_split(["a"], ["X"], {"train": 0.5, "test": 0.2})
+
+
+def test_real_nih_patients_with_both_labels_stay_whole(shared_data):
+    from cxrssl.data.manifest import read_manifest
+
+    manifest = read_manifest(shared_data / "nih_pneumonia" / "labels.csv", check_files=False)
+    by_patient = {}
+    for row in manifest.rows:
+        by_patient.setdefault(row.patient_key, set()).add(row.label)
+    both_labels = {patient for patient, labels in by_patient.items() if len(labels) == 2}
+    assert len(both_labels) == 21  # follow-ups filed under Pneumonia and No_findings (see data README)
+    splits = patient_grouped_split(manifest.patient_keys, manifest.labels, seed=0)
+    assert patients_in_several_subsets(manifest.patient_keys, splits) == {}
+    for patient in both_labels:
+        assert len({s for p, s in zip(manifest.patient_keys, splits) if p == patient}) == 1
+    assert len(set(manifest.patient_keys)) == 682

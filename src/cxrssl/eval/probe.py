@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -22,7 +23,6 @@ from sklearn.preprocessing import StandardScaler
 from cxrssl.data.splits import assert_no_patient_leak, patient_grouped_split
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion
-from sklearn.metrics import roc_auc_score
 
 C_GRID = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
 

@@ -1,0 +1,109 @@
+"""Pretraining throughput, measured side by side in one run.
+
+Prints images/s of
+  1. the training step alone: views already in memory, forward + backward + Adam step;
+  2. augmentation alone: two views of a uint8 batch (module A, batched);
+  3. decoding alone: files -> square uint8 arrays, on all cores;
+  4. end to end: `cxrssl.train.pretrain` for one epoch, files to checkpoint;
+and the ratio of (4) to (1). Defaults: resnet18, 128 px, batch 64, CPU.
+
+    python bench/pretrain_throughput.py                    # real films from ../shared/data/pool if present
+    python bench/pretrain_throughput.py --images 256 --steps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from cxrssl.config import load_pretrain_config
+from cxrssl.data.io import load_square_images
+from cxrssl.data.manifest import read_manifest
+from cxrssl.seeding import derived_generator
+from cxrssl.ssl.augment import BatchAugment
+from cxrssl.ssl.methods import SimCLR
+from cxrssl.train import pretrain
+
+SHARED_POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool" / "labels.csv"
+
+
+def _manifest(images: int, workdir: Path):
+    if SHARED_POOL.is_file():
+        manifest = read_manifest(SHARED_POOL)
+        return manifest.select(range(min(images, len(manifest)))), "real films (shared/data/pool)"
+    from cxrssl.data.phantom import write_phantom_dataset
+
+    path = write_phantom_dataset(workdir / "phantoms", n=images, size=256, seed=0, progress=False)
+    return read_manifest(path), "phantoms (shared/data absent)"
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:8.1f} img/s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=6, help="timed training steps (after one warm-up)")
+    parser.add_argument("--images", type=int, default=512, help="images for decoding and the end-to-end epoch")
+    args = parser.parse_args()
+    config = replace(load_pretrain_config("cpu"), arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, epochs=1)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.arch}, {args.image_size} px, batch {args.batch_size}")
+
+    with tempfile.TemporaryDirectory() as workdir:
+        workdir = Path(workdir)
+        manifest, source = _manifest(args.images, workdir)
+
+        started = time.perf_counter()
+        loaded = load_square_images(manifest.files, args.image_size, progress=False)
+        decode_s = time.perf_counter() - started
+
+        pixels = torch.from_numpy(loaded.pixels[: args.batch_size].copy())
+        augment = BatchAugment(config.augment, args.image_size)
+        generator = derived_generator(0, 1)
+        augment(pixels, generator)
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            augment(pixels, generator), augment(pixels, generator)
+        augment_s = (time.perf_counter() - started) / args.steps
+
+        model = SimCLR(args.arch)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        view1, view2 = augment(pixels, generator), augment(pixels, generator)
+
+        def step():
+            loss = model(view1, view2)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        step()  # warm-up
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        step_s = (time.perf_counter() - started) / args.steps
+
+        started = time.perf_counter()
+        result = pretrain(manifest, workdir / "run", config, progress=False)
+        end_to_end_s = time.perf_counter() - started
+        trained = (result.images // args.batch_size) * args.batch_size
+
+    compute = args.batch_size / step_s
+    end_to_end = trained / end_to_end_s
+    print(f"data: {len(manifest)} {source}")
+    print(f"training step alone      {_rate(args.batch_size, step_s)}   ({step_s * 1000:.0f} ms per batch)")
+    print(f"augmentation alone       {_rate(2 * args.batch_size, 2 * augment_s)}   (two views: {augment_s * 1000:.0f} ms per batch)")
+    print(f"decoding alone           {_rate(len(manifest), decode_s)}")
+    print(f"end to end (1 epoch)     {_rate(trained, end_to_end_s)}   ({trained} images trained, decoding included)")
+    print(f"end to end / step alone  {end_to_end / compute:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
