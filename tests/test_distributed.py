@@ -94,3 +94,10 @@ def test_torchrun_pretrain_end_to_end(tmp_path, phantom_manifest):
     assert config["processes"] == 2
     assert (tmp_path / "run" / "checkpoints" / "epoch_0002.json").is_file()
     assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "complete"
+    # BatchNorm layers are replaced for syncing; their new parameters must still train.
+    from cxrssl.checkpoint import load_tensors
+
+    tensors, _ = load_tensors(tmp_path / "run" / "checkpoints" / "epoch_0002.json")
+    for name in ("backbone.bn1.weight", "backbone.layer4.1.bn2.bias", "head.1.weight"):
+        initial = torch.zeros_like(tensors[name]) if name.endswith("bias") else torch.ones_like(tensors[name])
+        assert not torch.equal(tensors[name], initial), name

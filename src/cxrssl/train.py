@@ -206,22 +206,23 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         _write_unreadable(run, loaded.unreadable)
 
     model = SimCLR(config.arch, config.hidden_features, config.out_features, config.temperature, context.enabled)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     log_rows = run.read_log()[:start_epoch]
+    state = None
     if start_epoch:
         tensors, state = load_tensors(run.state)
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
-        optimizer.load_state_dict(optimizer_from_tensors(tensors, state["optimizer"]))
-    for group in optimizer.param_groups:  # lr may have been lowered on resume
-        group["lr"] = config.lr
-
     use_cuda_extras = device.type == "cuda"
     if context.enabled:
+        # Converting BatchNorm makes new parameters: do it before the optimiser sees them.
         model = sync_batchnorm(model, device.type)
     model = model.to(device)
     if use_cuda_extras and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    _move_optimizer_state(optimizer, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if state is not None:  # load_state_dict moves the moments to the parameters' device
+        optimizer.load_state_dict(optimizer_from_tensors(tensors, state["optimizer"]))
+    for group in optimizer.param_groups:  # lr may have been lowered on resume
+        group["lr"] = config.lr
     if context.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda_extras else None)
     if config.compile:
@@ -284,13 +285,6 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         if context.enabled:
             torch.distributed.barrier()
     return PretrainResult(run.root, losses, checkpoints, loaded.unreadable, len(loaded.kept))
-
-
-def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    for state in optimizer.state.values():
-        for name, value in state.items():
-            if torch.is_tensor(value) and name != "step":
-                state[name] = value.to(device)
 
 
 def _mean_over_processes(value: torch.Tensor, context: DistributedContext) -> float:
