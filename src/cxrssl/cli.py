@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from cxrssl import __version__
@@ -73,15 +75,11 @@ def cmd_pretrain(args) -> None:
     saved_config = Path(args.out) / "config.json"
     if args.resume and args.config is None and saved_config.is_file():
         # Resuming without --config continues with the run's own settings.
-        from dataclasses import replace
-
         base = PretrainConfig.from_dict(json.loads(saved_config.read_text())["pretrain"], str(saved_config))
         config = replace(base, **{k: (tuple(v) if k == "keep_epochs" else v) for k, v in overrides.items() if v is not None})
     else:
         config = load_pretrain_config(args.config or "cpu", overrides)
     result = pretrain(args.data, args.out, config, resume=args.resume, progress=not args.quiet)
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.losses[-1] if result.losses else float("nan")
         print(f"pretrained {config.arch} on {result.images} images for {len(result.losses)} epochs (last loss {last:.4f}); run folder {result.run_dir}")

@@ -173,7 +173,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     show = progress and context.is_main
     loaded = load_square_images(subset.files, config.image_size, progress=show)
     if len(loaded.kept) == 0:
-        raise CxrsslError(f"{manifest.name}: none of its {len(subset)} images could be read; check the paths and files (see `cxrssl check`)")
+        raise CxrsslError(f"{manifest.name}: none of its {len(subset)} images could be read; check that its paths point at PNG or JPEG files")
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size {config.batch_size} must be divisible by the {context.world_size} processes")
     per_rank_batch = config.batch_size // context.world_size
