@@ -47,7 +47,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     task_manifest = _phantoms(out_dir / "phantoms" / "task", settings.task_images, settings.phantom_size, settings.seed * 2 + 2, progress)
 
     say(f"[2/4] SimCLR pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
-    from cxrssl.train import pretrain
+    from cxrssl.train import RunFolder, pretrain
 
     run_dir = out_dir / "run"
     resume = (run_dir / "state" / "last.json").is_file()  # a killed demo picks up where it stopped
@@ -55,7 +55,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
 
     say("[3/4] linear probe on frozen features: pretrained vs random initialisation")
     task = load_task(read_manifest(task_manifest), config.image_size, progress=progress)
-    backbone, _ = load_backbone(pretrained.checkpoints[-1] if pretrained.checkpoints else run_dir / "checkpoints" / f"epoch_{config.epochs:04d}.json")
+    backbone, _ = load_backbone(RunFolder(run_dir).checkpoint(config.epochs))  # the last epoch is always kept
     rows = []
     for label, network in (
         (f"SimCLR pretrained ({config.epochs} epochs)", backbone),
