@@ -9,7 +9,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from cxrssl import __version__
@@ -56,7 +55,7 @@ def cmd_split(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from cxrssl.config import PretrainConfig, load_pretrain_config
+    from cxrssl.config import PretrainConfig, load_pretrain_config, with_overrides
     from cxrssl.train import pretrain
 
     overrides = {
@@ -76,7 +75,7 @@ def cmd_pretrain(args) -> None:
     if args.resume and args.config is None and saved_config.is_file():
         # Resuming without --config continues with the run's own settings.
         base = PretrainConfig.from_dict(json.loads(saved_config.read_text())["pretrain"], str(saved_config))
-        config = replace(base, **{k: (tuple(v) if k == "keep_epochs" else v) for k, v in overrides.items() if v is not None})
+        config = with_overrides(base, overrides)
     else:
         config = load_pretrain_config(args.config or "cpu", overrides)
     result = pretrain(args.data, args.out, config, resume=args.resume, progress=not args.quiet)

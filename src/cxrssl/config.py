@@ -102,7 +102,11 @@ def load_pretrain_config(name_or_path: str = "cpu", overrides: dict | None = Non
         raise ConfigError(f"{source}: not valid YAML ({error})") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: expected a mapping of settings at the top level")
-    config = PretrainConfig.from_dict(values, source)
+    return with_overrides(PretrainConfig.from_dict(values, source), overrides)
+
+
+def with_overrides(config: PretrainConfig, overrides: dict | None) -> PretrainConfig:
+    """``config`` with the given settings replaced; None values mean "not given"."""
     chosen = {key: value for key, value in (overrides or {}).items() if value is not None}
     if "keep_epochs" in chosen:
         chosen["keep_epochs"] = tuple(chosen["keep_epochs"])

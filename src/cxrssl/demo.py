@@ -49,13 +49,13 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     say(f"[2/4] SimCLR pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
     from cxrssl.train import RunFolder, pretrain
 
-    run_dir = out_dir / "run"
-    resume = (run_dir / "state" / "last.json").is_file()  # a killed demo picks up where it stopped
-    pretrained = pretrain(pool, run_dir, config, resume=resume, progress=progress)
+    run = RunFolder(out_dir / "run")
+    resume = run.state.is_file()  # a killed demo picks up where it stopped
+    pretrained = pretrain(pool, run.root, config, resume=resume, progress=progress)
 
     say("[3/4] linear probe on frozen features: pretrained vs random initialisation")
     task = load_task(read_manifest(task_manifest), config.image_size, progress=progress)
-    backbone, _ = load_backbone(RunFolder(run_dir).checkpoint(config.epochs))  # the last epoch is always kept
+    backbone, _ = load_backbone(run.checkpoint(config.epochs))  # the last epoch is always kept
     rows = []
     for label, network in (
         (f"SimCLR pretrained ({config.epochs} epochs)", backbone),

@@ -207,9 +207,8 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
 
     model = SimCLR(config.arch, config.hidden_features, config.out_features, config.temperature, context.enabled)
     log_rows = run.read_log()[:start_epoch]
-    state = None
-    if start_epoch:
-        tensors, state = load_tensors(run.state)
+    tensors, state = load_tensors(run.state) if start_epoch else ({}, None)
+    if state is not None:
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
     use_cuda_extras = device.type == "cuda"
     if context.enabled:
