@@ -34,3 +34,24 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert "fraction must be in (0, 1]" in capsys.readouterr().err
     assert main(["pretrain", "--data", "x.csv", "--out", "r", "--arch", "alexnet"]) == 2
     assert "unknown architecture 'alexnet'" in capsys.readouterr().err
+
+
+def test_index_writes_a_manifest_and_lists_what_it_skipped(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "covid"
+    (root / "images").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "images" / "a.jpg")
+    (root / "metadata.csv").write_text(
+        "patientid,offset,finding,view,modality,folder,filename\n"
+        "1,0,COVID-19,PA,X-ray,images,a.jpg\n2,,SARS,AP,X-ray,images,gone.jpg\n"
+    )
+    out = tmp_path / "manifests" / "cohen.csv"
+    assert main(["index", "cohen", str(root), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 images of 1 patients" in printed and "skipped 1 listed image(s)" in printed
+    assert out.read_text().splitlines()[1].startswith("../covid/images/a.jpg,1,COVID-19,")
+    assert "gone.jpg" in (tmp_path / "manifests" / "cohen_skipped.csv").read_text()
+    assert main(["index", "cohen", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+    assert "no such folder; expected the covid-chestxray-dataset folder" in capsys.readouterr().err

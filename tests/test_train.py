@@ -7,7 +7,7 @@ import torch
 from cxrssl.checkpoint import load_backbone, load_tensors
 from cxrssl.config import load_pretrain_config
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
-from cxrssl.train import RunFolder, pretrain, select_patients
+from cxrssl.train import RunFolder, pretrain, patient_share
 from cxrssl.data.manifest import read_manifest
 
 
@@ -80,13 +80,13 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, phant
 
 def test_fraction_takes_whole_patients_reproducibly(phantom_manifest):
     manifest = read_manifest(phantom_manifest)
-    half = select_patients(manifest, 0.5, seed=0)
-    assert select_patients(manifest, 0.5, seed=0).rows == half.rows
+    half = manifest.select(patient_share(manifest, 0.5, seed=0))
+    assert patient_share(manifest, 0.5, seed=0) == patient_share(manifest, 0.5, seed=0)
     chosen = set(half.patient_keys)
     assert len(chosen) == round(0.5 * len(set(manifest.patient_keys)))
     # every image of a chosen patient is in, every other image is out
     assert sorted(r.path for r in manifest.rows if r.patient_key in chosen) == sorted(r.path for r in half.rows)
-    assert select_patients(manifest, 1.0, seed=0) is manifest
+    assert patient_share(manifest, 1.0, seed=0) == list(range(len(manifest)))
 
 
 def test_fraction_is_recorded(tmp_path, phantom_manifest):
@@ -123,3 +123,14 @@ def test_a_dataset_with_no_readable_image_is_refused(tmp_path):
     (tmp_path / "m.csv").write_text("path,patient_id,label\nbroken.png,p1,\n")
     with pytest.raises(CxrsslError, match="none of its 1 images could be read"):
         pretrain(tmp_path / "m.csv", tmp_path / "run", tiny_config(), progress=False)
+
+
+def test_pretraining_from_a_cache_matches_pretraining_from_the_files(tmp_path, phantom_manifest):
+    from cxrssl.data.cache import build_cache
+
+    config = tiny_config(epochs=1)
+    build_cache(read_manifest(phantom_manifest), tmp_path / "cache", config.image_size, workers=1, progress=False)
+    from_files = pretrain(phantom_manifest, tmp_path / "files", config, progress=False)
+    from_cache = pretrain(tmp_path / "cache", tmp_path / "cached", config, progress=False)
+    assert from_cache.losses == from_files.losses and from_cache.images == from_files.images
+    assert json.loads((tmp_path / "cached" / "config.json").read_text())["pixels_from"].startswith("cache ")

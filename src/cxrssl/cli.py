@@ -54,6 +54,58 @@ def cmd_split(args) -> None:
     print(f"wrote {out}: {summary}")
 
 
+def cmd_index(args) -> None:
+    from collections import Counter
+
+    from cxrssl.data.io import write_unreadable_list
+    from cxrssl.data.manifest import write_manifest
+    from cxrssl.data.sources import IndexOptions, index_dataset
+
+    options = IndexOptions(views=args.views, task=args.task, seed=args.seed, unlabelled=args.unlabelled)
+    result = index_dataset(args.kind, args.root, options)
+    output = write_manifest(result.manifest, args.output)
+    manifest = result.manifest
+    labels = Counter(row.label or "(unlabelled)" for row in manifest.rows)
+    splits = Counter(row.split or "(none)" for row in manifest.rows)
+    print(f"wrote {output}: {len(manifest)} images of {len(set(manifest.patient_keys))} patients")
+    print("  labels: " + ", ".join(f"{label} {count}" for label, count in sorted(labels.items())))
+    print("  splits: " + ", ".join(f"{split} {count}" for split, count in sorted(splits.items())))
+    for note in result.notes:
+        print(f"  {note}")
+    if result.skipped:
+        listed = write_unreadable_list(output.with_name(output.stem + "_skipped.csv"), result.skipped)
+        print(f"  skipped {len(result.skipped)} listed image(s) (e.g. {result.skipped[0][0]}: {result.skipped[0][1]}); all in {listed}")
+
+
+def cmd_check(args) -> int:
+    from cxrssl.data.check import check_manifest, format_report
+    from cxrssl.data.manifest import read_manifest
+    from cxrssl.fileio import atomic_write_json
+
+    report = check_manifest(read_manifest(args.manifest, check_files=False), workers=args.workers, progress=not args.quiet)
+    print(format_report(report, limit=args.limit))
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+    return 1 if report.fatal else 0
+
+
+def cmd_cache(args) -> None:
+    from cxrssl.data.cache import build_cache
+    from cxrssl.data.manifest import read_manifest
+
+    summary = build_cache(read_manifest(args.manifest, check_files=False), args.output, args.size, args.workers, progress=not args.quiet)
+    if summary.reused:
+        print(f"{summary.folder}: already a complete cache of this manifest at {summary.size} px ({summary.images} images); nothing to do")
+        return
+    gib = summary.images * summary.size**2 / 2**30
+    print(
+        f"cached {summary.images} images at {summary.size}x{summary.size} ({gib:.2f} GiB) in {summary.seconds:.1f} s "
+        f"({summary.images / summary.seconds:.0f} img/s) into {summary.folder}"
+    )
+    if summary.unreadable:
+        print(f"  skipped {len(summary.unreadable)} unreadable image(s), listed in {summary.folder / 'unreadable.csv'}")
+
+
 def cmd_pretrain(args) -> None:
     from cxrssl.config import PretrainConfig, load_pretrain_config, with_overrides
     from cxrssl.train import pretrain
@@ -97,7 +149,7 @@ def cmd_probe(args) -> None:
         image_size, source = metadata["image_size"], str(args.checkpoint)
     else:
         backbone, image_size, source = random_backbone(args.arch, args.seed), args.image_size, f"random {args.arch}"
-    task = load_task(read_manifest(args.task), image_size, progress=not args.quiet)
+    task = load_task(args.task, image_size, progress=not args.quiet)
     result = probe_backbone(backbone, task, positive=args.positive, seed=args.seed, bootstrap=args.bootstrap, progress=not args.quiet)
     output = Path(args.output)
     payload = {"backbone": source, "task": str(args.task), "image_size": image_size, **result.to_dict()}
@@ -133,8 +185,36 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--seed", type=int, default=0)
     split.set_defaults(run=cmd_split)
 
+    from cxrssl.data.sources import ADAPTERS
+
+    index = verbs.add_parser("index", help="turn a public dataset's layout (or a folder) into a manifest")
+    index.add_argument("kind", choices=list(ADAPTERS), help="dataset layout; each adapter's docstring gives the exact layout")
+    index.add_argument("root", help="the dataset's top folder (for csv: the manifest file)")
+    index.add_argument("-o", "--output", required=True, help="manifest CSV to write")
+    index.add_argument("--views", default="frontal", choices=("frontal", "lateral", "all"), help="chexpert: which views (default frontal)")
+    index.add_argument("--task", default="pneumonia", choices=("pneumonia", "all"), help="nih14: the paper's pneumonia task, or every image unlabelled")
+    index.add_argument("--seed", type=int, default=0, help="nih14: seed of the matched 'No Finding' images")
+    index.add_argument("--unlabelled", action="store_true", help="folder: every image below ROOT, without classes")
+    index.set_defaults(run=cmd_index)
+
+    check = verbs.add_parser("check", help="decode every image of a manifest and report counts, sizes, unreadable files, duplicates, leaks")
+    check.add_argument("manifest")
+    check.add_argument("--json", help="also write the full report as JSON")
+    check.add_argument("--limit", type=int, default=10, help="examples listed per problem (default 10)")
+    check.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    check.add_argument("--quiet", action="store_true")
+    check.set_defaults(run=cmd_check)
+
+    cache = verbs.add_parser("cache", help="decode a manifest once into a memory-mapped uint8 array that pretrain/probe read")
+    cache.add_argument("manifest")
+    cache.add_argument("-o", "--output", required=True, help="cache folder to create")
+    cache.add_argument("--size", type=int, default=256, help="square side in pixels (default 256)")
+    cache.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    cache.add_argument("--quiet", action="store_true")
+    cache.set_defaults(run=cmd_cache)
+
     pretrain = verbs.add_parser("pretrain", help="SimCLR pretraining on the images of a manifest (labels ignored)")
-    pretrain.add_argument("--data", required=True, help="manifest CSV of the unlabelled images")
+    pretrain.add_argument("--data", required=True, help="manifest CSV of the unlabelled images, or a cache folder (cxrssl cache)")
     pretrain.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
     pretrain.add_argument("--config", help="preset (paper, cpu, demo) or YAML file; default cpu")
     pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
@@ -158,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--init", choices=("random",), help="a randomly initialised backbone, the baseline")
     probe.add_argument("--arch", default="resnet18", help="architecture for --init random")
     probe.add_argument("--image-size", type=int, default=128, help="image size for --init random")
-    probe.add_argument("--task", required=True, help="labelled manifest CSV")
+    probe.add_argument("--task", required=True, help="labelled manifest CSV, or a cache folder of one")
     probe.add_argument("--positive", help="the disease class (default: the class that is not normal)")
     probe.add_argument("-o", "--output", default="probe.json")
     probe.add_argument("--seed", type=int, default=0)
@@ -176,11 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        return args.run(args) or 0
     except CxrsslError as error:
         print(f"cxrssl {args.verb}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cxrssl {args.verb}: interrupted; a pretraining run continues with --resume", file=sys.stderr)
         return 130
-    return 0

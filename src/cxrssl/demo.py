@@ -54,7 +54,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     pretrained = pretrain(pool, run.root, config, resume=resume, progress=progress)
 
     say("[3/4] linear probe on frozen features: pretrained vs random initialisation")
-    task = load_task(read_manifest(task_manifest), config.image_size, progress=progress)
+    task = load_task(task_manifest, config.image_size, progress=progress)
     backbone, _ = load_backbone(run.checkpoint(config.epochs))  # the last epoch is always kept
     rows = []
     for label, network in (

@@ -32,8 +32,9 @@ from cxrssl.checkpoint import (
     save_weights,
 )
 from cxrssl.config import PretrainConfig
-from cxrssl.data.io import load_square_images
-from cxrssl.data.manifest import Manifest, read_manifest, write_manifest
+from cxrssl.data.images import open_image_set, read_rows
+from cxrssl.data.io import write_unreadable_list
+from cxrssl.data.manifest import Manifest, write_manifest
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.fileio import atomic_write_json, atomic_write_text
@@ -56,16 +57,16 @@ class PretrainResult:
     images: int = 0
 
 
-def select_patients(manifest: Manifest, fraction: float, seed: int) -> Manifest:
-    """A reproducible share of the patients (all their images), for --fraction."""
+def patient_share(manifest: Manifest, fraction: float, seed: int) -> list[int]:
+    """Rows of a reproducible share of the patients (all their images), for --fraction."""
     if fraction >= 1:
-        return manifest
+        return list(range(len(manifest)))
     patients = sorted(set(manifest.patient_keys))
     rng = np.random.default_rng([seed, 1789])
     count = max(1, round(fraction * len(patients)))
     chosen = set(rng.permutation(len(patients))[:count].tolist())
     chosen_patients = {patients[i] for i in chosen}
-    return manifest.select([i for i, key in enumerate(manifest.patient_keys) if key in chosen_patients])
+    return [i for i, key in enumerate(manifest.patient_keys) if key in chosen_patients]
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -166,20 +167,21 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         torch.cuda.set_device(device)
     start_epoch = _check_resume(run, config, resume)
     seed_everything(config.seed)
-    if not isinstance(manifest, Manifest):
-        manifest = read_manifest(manifest)
-    subset = select_patients(manifest, config.fraction, config.seed)
-
     show = progress and context.is_main
-    loaded = load_square_images(subset.files, config.image_size, progress=show)
-    if len(loaded.kept) == 0:
-        raise CxrsslError(f"{manifest.name}: none of its {len(subset)} images could be read; check that its paths point at PNG or JPEG files")
+    data, manifest = manifest, read_rows(manifest)
+    images = open_image_set(data, config.image_size, show, rows=patient_share(manifest, config.fraction, config.seed))
+    subset = images.manifest
+    if len(images) == 0:
+        raise CxrsslError(
+            f"{manifest.name}: none of its {len(images.unreadable)} images could be read (e.g. {images.unreadable[0][0]}: {images.unreadable[0][1]}); "
+            f"check that its paths point at PNG, JPEG or DICOM files"
+        )
     if config.batch_size % context.world_size:
         raise ConfigError(f"batch_size {config.batch_size} must be divisible by the {context.world_size} processes")
     per_rank_batch = config.batch_size // context.world_size
-    if len(loaded.kept) < config.batch_size:
+    if len(images) < config.batch_size:
         raise ConfigError(
-            f"{manifest.name}: batch_size {config.batch_size} is larger than the {len(loaded.kept)} readable images; "
+            f"{manifest.name}: batch_size {config.batch_size} is larger than the {len(images)} readable images; "
             f"lower --batch-size or add images"
         )
 
@@ -193,7 +195,9 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
                 "manifest": manifest.name,
                 "images_in_manifest": len(manifest),
                 "patients_in_manifest": len(set(manifest.patient_keys)),
-                "images_used": len(loaded.kept),
+                "pixels_from": images.origin,
+                "images_used": len(images),
+                "unreadable_images": len(images.unreadable),
                 "patients_used": len(set(subset.patient_keys)),
                 "fraction": config.fraction,
                 "processes": context.world_size,
@@ -203,7 +207,10 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             },
         )
         write_manifest(subset, run.subset)
-        _write_unreadable(run, loaded.unreadable)
+        run.unreadable.unlink(missing_ok=True)
+        if images.unreadable:
+            write_unreadable_list(run.unreadable, images.unreadable)
+            tqdm.write(f"warning: skipped {len(images.unreadable)} unreadable image(s), listed in {run.unreadable}")
 
     model = SimCLR(config.arch, config.hidden_features, config.out_features, config.temperature, context.enabled)
     log_rows = run.read_log()[:start_epoch]
@@ -228,10 +235,9 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         model = torch.compile(model)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda_extras and config.amp else nullcontext()
 
-    pixels = torch.from_numpy(loaded.pixels)
     augment = BatchAugment(config.augment, config.image_size)
     sampler = DistributedSampler(
-        range(len(pixels)), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed, drop_last=True
+        range(len(images)), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed, drop_last=True
     )
     steps_per_epoch = len(sampler) // per_rank_batch
     losses = [float(row["loss"]) for row in log_rows]
@@ -247,7 +253,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         loss_sum = torch.zeros((), dtype=torch.float64)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not show, leave=False)
         for step in bar:
-            batch = pixels[order[step * per_rank_batch : (step + 1) * per_rank_batch]].to(device, non_blocking=True)
+            batch = images.batch(order[step * per_rank_batch : (step + 1) * per_rank_batch]).to(device, non_blocking=True)
             view1, view2 = augment(batch, generator), augment(batch, generator)
             if use_cuda_extras and config.channels_last:
                 view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
@@ -283,7 +289,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
                 tqdm.write(f"epoch {epoch}/{config.epochs}  loss {epoch_loss:.4f}  {log_rows[-1]['images_per_s']} img/s")
         if context.enabled:
             torch.distributed.barrier()
-    return PretrainResult(run.root, losses, checkpoints, loaded.unreadable, len(loaded.kept))
+    return PretrainResult(run.root, losses, checkpoints, images.unreadable, len(images))
 
 
 def _mean_over_processes(value: torch.Tensor, context: DistributedContext) -> float:
@@ -330,14 +336,3 @@ def _save_epoch(run: RunFolder, model: SimCLR, optimizer, config: PretrainConfig
     save_weights(run.state, state_weights, {**metadata, "optimizer": optimizer_plain})
     return saved
 
-
-def _write_unreadable(run: RunFolder, unreadable: list[tuple[str, str]]) -> None:
-    if not unreadable:
-        run.unreadable.unlink(missing_ok=True)
-        return
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "reason"])
-    writer.writerows(unreadable)
-    atomic_write_text(run.unreadable, buffer.getvalue())
-    tqdm.write(f"warning: skipped {len(unreadable)} unreadable image(s), listed in {run.unreadable}")

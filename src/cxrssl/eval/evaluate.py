@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cxrssl.data.io import load_square_images
+from cxrssl.data.images import ImageSet, open_image_set, read_rows
 from cxrssl.data.manifest import Manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import extract_features
@@ -18,39 +16,33 @@ from cxrssl.eval.probe import ProbeResult, run_probe
 from cxrssl.fileio import atomic_write_text
 
 
-@dataclass
-class LabelledImages:
-    """The readable, labelled images of a task manifest, decoded once."""
-
-    manifest: Manifest  # only the rows that were read
-    pixels: np.ndarray
-    unreadable: list[tuple[str, str]]
-
-
-def load_task(manifest: Manifest, image_size: int, progress: bool = True) -> LabelledImages:
-    labelled = manifest.select([i for i, row in enumerate(manifest.rows) if row.label])
-    if len(labelled) == 0:
+def load_task(data: str | Path | Manifest, image_size: int, progress: bool = True) -> ImageSet:
+    """The readable, labelled images of a task (manifest or cache), decoded once."""
+    manifest = read_rows(data)
+    labelled = [i for i, row in enumerate(manifest.rows) if row.label]
+    if not labelled:
         raise CxrsslError(f"{manifest.name}: no row has a label; the probe needs a labelled task manifest")
-    loaded = load_square_images(labelled.files, image_size, progress=progress)
-    if loaded.unreadable:
-        print(f"warning: skipped {len(loaded.unreadable)} unreadable image(s) of {manifest.name}, e.g. {loaded.unreadable[0][0]} ({loaded.unreadable[0][1]})")
-    return LabelledImages(labelled.select(loaded.kept), loaded.pixels, loaded.unreadable)
+    images = open_image_set(data, image_size, progress, rows=labelled)
+    if images.unreadable:
+        first_path, reason = images.unreadable[0]
+        print(f"warning: skipped {len(images.unreadable)} unreadable image(s) of {manifest.name}, e.g. {first_path} ({reason})")
+    return images
 
 
 def probe_backbone(
     backbone: torch.nn.Module,
-    task: LabelledImages,
+    task: ImageSet,
     positive: str | None = None,
     seed: int = 0,
     bootstrap: int = 1000,
     progress: bool = True,
 ) -> ProbeResult:
-    features = extract_features(backbone, task.pixels, progress=progress)
+    features = extract_features(backbone, task, progress=progress)
     manifest = task.manifest
     return run_probe(features, manifest.labels, manifest.patient_keys, manifest.splits, positive, seed=seed, bootstrap=bootstrap)
 
 
-def write_predictions(result: ProbeResult, task: LabelledImages, out_path: str | Path) -> Path:
+def write_predictions(result: ProbeResult, task: ImageSet, out_path: str | Path) -> Path:
     """Per-image test predictions, for review: path, patient, label, score, prediction."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -7,19 +7,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cxrssl.data.images import ImageSet
 from cxrssl.models import build_backbone, normalize_pixels
 from cxrssl.seeding import seed_everything
 
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, pixels: np.ndarray, batch_size: int = 128, device: str | torch.device = "cpu", progress: bool = False
+    backbone: nn.Module, images: ImageSet, batch_size: int = 128, device: str | torch.device = "cpu", progress: bool = False
 ) -> np.ndarray:
-    """(N, D) float32 features of (N, S, S) uint8 images, in eval mode."""
+    """(N, D) float32 features of the images, in eval mode (BatchNorm uses its running statistics)."""
     backbone = backbone.to(device).eval()
     outputs = []
-    for start in tqdm(range(0, len(pixels), batch_size), desc="features", unit="batch", disable=not progress, leave=False):
-        batch = torch.from_numpy(pixels[start : start + batch_size]).to(device).unsqueeze(1)
+    for start in tqdm(range(0, len(images), batch_size), desc="features", unit="batch", disable=not progress, leave=False):
+        batch = images.batch(np.arange(start, min(start + batch_size, len(images)))).to(device).unsqueeze(1)
         outputs.append(backbone(normalize_pixels(batch)).float().cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
 

@@ -1,0 +1,82 @@
+"""Decoded images ready for the network, from a manifest or from a cache.
+
+Pretraining and feature extraction read pixels through an ``ImageSet`` and never
+decode inside their loops. Given a manifest, the images are decoded once, on all
+cores, into memory; given a cache folder (``cxrssl cache``), the pixels are
+memory-mapped and read as they are needed, so a data set larger than memory works.
+A cache made at another size than the one asked for is resized per batch on the
+fly (bilinear with antialiasing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cxrssl.data.io import load_square_images
+from cxrssl.data.manifest import Manifest, read_manifest
+
+
+@dataclass
+class ImageSet:
+    manifest: Manifest  # one row per image, in the order of `rows`
+    pixels: np.ndarray  # (M, S, S) uint8, in memory or memory-mapped; M >= len(rows)
+    rows: np.ndarray  # which rows of `pixels` this set holds
+    size: int  # the side length batches come out at
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    origin: str = "files"  # "files" or "cache <folder>", for messages
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def select(self, indices) -> "ImageSet":
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageSet(self.manifest.select(indices.tolist()), self.pixels, self.rows[indices], self.size, self.unreadable, self.origin)
+
+    def batch(self, indices) -> torch.Tensor:
+        """(B, size, size) uint8 pixels of the images at ``indices`` (positions in this set)."""
+        pixels = torch.from_numpy(np.ascontiguousarray(self.pixels[self.rows[np.asarray(indices, dtype=np.int64)]]))
+        return pixels if pixels.shape[-1] == self.size else resize_batch(pixels, self.size)
+
+
+def resize_batch(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    resized = F.interpolate(pixels.unsqueeze(1).float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8).squeeze(1)
+
+
+def read_rows(data: str | Path | Manifest) -> Manifest:
+    """The rows of a manifest (file or object) or of a cache folder, without decoding anything."""
+    if isinstance(data, Manifest):
+        return data
+    data = Path(data)
+    if data.is_dir():
+        from cxrssl.data.cache import open_cache
+
+        return open_cache(data).manifest
+    return read_manifest(data)
+
+
+def open_image_set(data: str | Path | Manifest, size: int, progress: bool = True, rows: Sequence[int] | None = None) -> ImageSet:
+    """Pixels of the readable images of a manifest (file or object) or a cache folder.
+
+    ``rows`` (indices into ``read_rows(data)``) picks images before anything is
+    decoded, so pretraining on 1 % of a large manifest decodes only that 1 %.
+    """
+    if not isinstance(data, Manifest) and Path(data).is_dir():
+        from cxrssl.data.cache import open_cache
+
+        images = open_cache(data, size)
+        return images if rows is None else images.select(rows)
+    manifest = read_rows(data)
+    return decode_manifest(manifest if rows is None else manifest.select(list(rows)), size, progress)
+
+
+def decode_manifest(manifest: Manifest, size: int, progress: bool = True) -> ImageSet:
+    loaded = load_square_images(manifest.files, size, progress=progress)
+    rows = np.arange(len(loaded.kept), dtype=np.int64)
+    return ImageSet(manifest.select(loaded.kept), loaded.pixels, rows, size, loaded.unreadable, "files")

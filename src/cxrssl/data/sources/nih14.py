@@ -1,0 +1,111 @@
+"""NIH ChestX-ray14 (Wang et al., "ChestX-ray8: hospital-scale chest X-ray database and
+benchmarks...", CVPR 2017).
+
+Expected layout (ROOT = the dataset's top folder)::
+
+    ROOT/Data_Entry_2017.csv   (or Data_Entry_2017_v2020.csv)
+    ROOT/train_val_list.txt  ROOT/test_list.txt   (optional: the official split)
+    ROOT/images/*.png   or   ROOT/images_001/images/*.png ... images_012/images/*.png
+
+Images are found by name anywhere below ROOT, so either download layout works, and
+a partial download is indexed with the missing images listed. Patient id =
+``Patient ID``; ``view`` (PA/AP), ``age``, ``sex`` and ``follow_up`` are kept.
+
+``--task pneumonia`` (default, the paper's): positives are the images whose Finding
+Labels include Pneumonia (alone or with other findings). Negatives are an equal
+number of images labelled exactly 'No Finding' from patients with no Pneumonia image
+at all. They are matched reproducibly by ``--seed``: the eligible patients are
+shuffled, then one image per patient is taken in that order (a patient's images in
+a seeded order too), round after round, until the counts are equal, so the negatives
+spread over as many patients as possible. Only images present on disk take part.
+``--task all``: every image, unlabelled (a pretext pool).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from cxrssl.data.manifest import ManifestRow
+from cxrssl.data.sources.common import IndexOptions, IndexResult, SourceError, column, finish, read_table, require_file
+
+LAYOUT = "ChestX-ray14's folder with Data_Entry_2017.csv and its images/ (or images_001/images/ ...) folders"
+ENTRY_FILES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
+POSITIVE, NEGATIVE = "Pneumonia", "No Finding"
+
+
+def index_nih14(root: Path, options: IndexOptions) -> IndexResult:
+    entry = require_file(root, ENTRY_FILES, LAYOUT)
+    if options.task not in ("pneumonia", "all"):
+        raise SourceError(f"--task {options.task!r}: use pneumonia (the paper's task) or all (every image, unlabelled)")
+    header, records = read_table(entry)
+    name_col, findings_col, patient_col = (column(header, entry, name) for name in ("Image Index", "Finding Labels", "Patient ID"))
+    on_disk = {path.name: path for path in root.rglob("*.png")}
+    split_of = _official_split(root)
+    rows, skipped = {}, []
+    for record in records:
+        name = record[name_col].strip()
+        if name not in on_disk:
+            skipped.append((name, f"listed in {entry.name} but not found under {root}"))
+            continue
+        findings = {finding.strip() for finding in record[findings_col].split("|")}
+        extra = {
+            "view": record.get("View Position", "").strip(),
+            "age": record.get("Patient Age", "").strip(),
+            "sex": record.get("Patient Gender", "").strip(),
+            "follow_up": record.get("Follow-up #", "").strip(),
+            "findings": "|".join(sorted(findings)),
+        }
+        relative = on_disk[name].relative_to(root).as_posix()
+        rows[name] = ManifestRow(relative, record[patient_col].strip(), "", split_of.get(name, ""), extra)
+    notes = ["official split from train_val_list.txt / test_list.txt" if split_of else "no official split lists found: split left empty"]
+    if options.task == "all":
+        chosen = list(rows.values())
+        notes.append("task all: every image, unlabelled")
+    else:
+        chosen, rule = _pneumonia_task(list(rows.values()), options.seed)
+        notes.append(rule)
+    return finish(root, chosen, skipped, notes, entry.name)
+
+
+def _official_split(root: Path) -> dict[str, str]:
+    split_of = {}
+    for name, split in (("train_val_list.txt", "train"), ("test_list.txt", "test")):
+        if (root / name).is_file():
+            split_of.update({line.strip(): split for line in (root / name).read_text().splitlines() if line.strip()})
+    return split_of
+
+
+def _pneumonia_task(rows: list[ManifestRow], seed: int) -> tuple[list[ManifestRow], str]:
+    findings = [set(row.extra["findings"].split("|")) for row in rows]
+    positives = [row for row, found in zip(rows, findings) if POSITIVE in found]
+    sick_patients = {row.patient_id for row in positives}
+    healthy_by_patient = defaultdict(list)
+    for row, found in zip(rows, findings):
+        if found == {NEGATIVE} and row.patient_id not in sick_patients:
+            healthy_by_patient[row.patient_id].append(row)
+    negatives = match_negatives(healthy_by_patient, len(positives), seed)
+    rule = (
+        f"task pneumonia: {len(positives)} images with Pneumonia among their findings vs {len(negatives)} 'No Finding' images "
+        f"of {len({row.patient_id for row in negatives})} patients without any Pneumonia image, matched with seed {seed}"
+    )
+    labelled = [replace(row, label=POSITIVE) for row in positives] + [replace(row, label=NEGATIVE) for row in negatives]
+    return sorted(labelled, key=lambda row: row.path), rule
+
+
+def match_negatives(images_by_patient: dict[str, list], count: int, seed: int) -> list:
+    """``count`` images, one per patient per round over a seeded patient order (see the module docstring)."""
+    rng = np.random.default_rng([seed, 14])
+    patients = sorted(images_by_patient)
+    order = [patients[i] for i in rng.permutation(len(patients))]
+    queues = {patient: [sorted(images_by_patient[patient], key=lambda r: r.path)[i] for i in rng.permutation(len(images_by_patient[patient]))] for patient in order}
+    chosen = []
+    while len(chosen) < count and any(queues.values()):
+        for patient in order:
+            if queues[patient] and len(chosen) < count:
+                chosen.append(queues[patient].pop(0))
+    return chosen
+

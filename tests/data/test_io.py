@@ -1,0 +1,120 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxrssl.data.io import UnreadableImage, load_grayscale, load_square_images, square_resize
+from tests.dicom import write_dicom
+
+pytest.importorskip("pydicom")
+
+RAMP = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)  # 0 .. 4095: a 12-bit ramp
+
+
+def test_8_bit_png_and_jpeg_keep_their_grey_values(tmp_path):
+    pixels = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (64, 1))
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    assert np.array_equal(load_grayscale(tmp_path / "a.png"), pixels)
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=100)
+    assert np.abs(load_grayscale(tmp_path / "a.jpg").astype(int) - pixels).max() <= 3
+
+
+def test_16_bit_png_is_stretched_from_its_own_minimum_to_maximum(tmp_path):
+    Image.fromarray((RAMP + 1000).astype(np.uint16)).save(tmp_path / "deep.png")
+    decoded = load_grayscale(tmp_path / "deep.png")
+    assert decoded.dtype == np.uint8 and decoded.min() == 0 and decoded.max() == 255
+    assert np.all(np.diff(decoded.ravel().astype(int)) >= 0)  # the ramp stays a ramp
+
+
+def test_colour_palette_and_alpha_images_become_grey(tmp_path):
+    grey = np.full((8, 8), 200, np.uint8)
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.stack([grey] * 3 + [np.full_like(grey, 255)], -1)).save(tmp_path / "rgba.png")
+    Image.fromarray(grey).convert("P").save(tmp_path / "palette.png")
+    transparent = np.stack([grey] * 3 + [np.zeros_like(grey)], -1)
+    Image.fromarray(transparent).save(tmp_path / "transparent.png")
+    for name in ("rgb", "rgba", "palette"):
+        assert np.array_equal(load_grayscale(tmp_path / f"{name}.png"), grey), name
+    assert load_grayscale(tmp_path / "transparent.png").max() == 0  # composited on black
+
+
+def test_dicom_rescale_and_window_map_to_the_documented_range(tmp_path):
+    # Hounsfield-like values: stored 0..4095, slope 1, intercept -1024 -> -1024..3071.
+    # Window centre 40, width 400 shows -160..240 from black to white.
+    path = write_dicom(tmp_path / "w.dcm", RAMP, RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=40, WindowWidth=400)
+    decoded = load_grayscale(path)
+    values = RAMP.astype(float) - 1024
+    assert np.all(decoded[values <= -160.5] == 0) and np.all(decoded[values > 239.5] == 255)
+    inside = (values > -150) & (values < 230)
+    expected = np.round(((values[inside] - 39.5) / 399 + 0.5) * 255)
+    assert np.abs(decoded[inside] - expected).max() <= 1
+
+
+def test_dicom_without_window_is_stretched_and_monochrome1_is_inverted(tmp_path):
+    plain = load_grayscale(write_dicom(tmp_path / "m2.dcm", RAMP))
+    inverted = load_grayscale(write_dicom(tmp_path / "m1.dcm", RAMP, photometric="MONOCHROME1"))
+    assert plain[0, 0] == 0 and plain[-1, -1] == 255
+    assert np.array_equal(inverted, 255 - plain)  # air is dark in both
+
+
+def test_dicom_voi_lut_sequence_is_applied(tmp_path):
+    from pydicom.dataset import Dataset
+
+    lut = Dataset()
+    lut.LUTDescriptor = [4096, 0, 16]  # 4096 entries from stored value 0, 16-bit output
+    lut.LUTData = (65535 - np.arange(4096) * 16).astype(np.uint16).tobytes()  # an inverting LUT
+    path = write_dicom(tmp_path / "lut.dcm", RAMP, VOILUTSequence=[lut])
+    decoded = load_grayscale(path)
+    assert decoded[0, 0] == 255 and decoded[-1, -1] == 0  # 65535 - 4095 * 16 = 15 of 65535
+    assert np.all(np.diff(decoded.ravel().astype(int)) <= 0)
+
+
+def test_a_dicom_file_is_recognised_without_its_extension(tmp_path):
+    path = write_dicom(tmp_path / "IM000001", RAMP)
+    assert load_grayscale(path).shape == (64, 64)
+
+
+def test_8_bit_dicom(tmp_path):
+    stored = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+    assert np.array_equal(load_grayscale(write_dicom(tmp_path / "8.dcm", stored, bits=8)), np.round(stored / 252 * 255).astype(np.uint8))
+
+
+def _truncated(format_name: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (128, 128), dtype=np.uint8)).save(buffer, format=format_name)
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+@pytest.mark.parametrize(
+    "name, make, reason",
+    [
+        ("truncated.png", lambda p: p.write_bytes(_truncated("PNG")), "cannot decode"),
+        ("truncated.jpg", lambda p: p.write_bytes(_truncated("JPEG")), "cannot decode"),
+        ("empty.png", lambda p: p.write_bytes(b""), "empty file"),
+        ("text.png", lambda p: p.write_bytes(b"this is not an image at all\n" * 20), "cannot decode"),
+        ("folder.png", lambda p: p.mkdir(), "is a folder"),
+        ("missing.png", lambda p: None, "no such file"),
+        ("broken.dcm", lambda p: p.write_bytes(b"\0" * 128 + b"DICM" + b"\x01" * 40), "DICOM"),
+    ],
+)
+def test_corrupt_inputs_raise_unreadable_with_a_reason(tmp_path, name, make, reason):
+    make(tmp_path / name)
+    with pytest.raises(UnreadableImage, match=reason):
+        load_grayscale(tmp_path / name)
+
+
+def test_a_batch_with_corrupt_files_lists_them_and_keeps_the_rest(tmp_path):
+    good = np.full((40, 60), 90, np.uint8)
+    paths = []
+    for i in range(70):  # over 64 files: the multi-process path
+        path = tmp_path / f"{i:03d}.png"
+        if i % 10 == 3:
+            path.write_bytes(_truncated("PNG"))
+        else:
+            Image.fromarray(good).save(path)
+        paths.append(path)
+    loaded = load_square_images(paths, 32, workers=2, progress=False)
+    assert len(loaded.unreadable) == 7 and all("cannot decode" in reason for _, reason in loaded.unreadable)
+    assert loaded.pixels.shape == (63, 32, 32) and loaded.kept == [i for i in range(70) if i % 10 != 3]
+    assert np.array_equal(loaded.pixels[0], square_resize(good, 32))
