@@ -9,6 +9,14 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def feature_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own feature cache: nothing is read from or left in the user's."""
+    folder = tmp_path_factory.mktemp("cxrssl-cache")
+    monkeypatch.setenv("CXRSSL_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def phantom_manifest(tmp_path_factory) -> Path:
     """48 small labelled phantoms (about 30 patients), written once per test session."""

@@ -55,3 +55,25 @@ def test_index_writes_a_manifest_and_lists_what_it_skipped(tmp_path, capsys):
     assert "gone.jpg" in (tmp_path / "manifests" / "cohen_skipped.csv").read_text()
     assert main(["index", "cohen", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
     assert "no such folder; expected the covid-chestxray-dataset folder" in capsys.readouterr().err
+
+
+def test_extract_probe_table_through_the_cli(tmp_path, phantom_manifest, capsys):
+    import numpy as np
+
+    features = tmp_path / "f.npz"
+    base = ["--init", "random", "--arch", "resnet18", "--image-size", "32", "--quiet"]
+    assert main(["extract", *base, "--data", str(phantom_manifest), "-o", str(features)]) == 0
+    with np.load(features) as stored:
+        assert stored["features"].shape == (48, 512) and len(stored["path"]) == 48 and set(stored["label"]) == {"NORMAL", "PNEUMONIA"}
+    results = []
+    for seed in ("0", "1"):
+        results.append(tmp_path / f"r{seed}.json")
+        assert main(["probe", *base, "--seed", seed, "--task", str(phantom_manifest), "-o", str(results[-1]), "--bootstrap", "20",
+                     "--label", f"random seed {seed}"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["table", *map(str, results), "-o", str(tmp_path / "t.md")]) == 0
+    table = (tmp_path / "t.md").read_text()
+    assert "| random seed 0 |" in table and "| random seed 1 |" in table and (tmp_path / "t.csv").is_file()
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["table", str(tmp_path / "bad.json"), "-o", str(tmp_path / "t2.md")]) == 2
+    assert "has no 'metrics'" in capsys.readouterr().err

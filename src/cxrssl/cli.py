@@ -136,27 +136,86 @@ def cmd_pretrain(args) -> None:
         print(f"pretrained {config.arch} on {result.images} images for {len(result.losses)} epochs (last loss {last:.4f}); run folder {result.run_dir}")
 
 
-def cmd_probe(args) -> None:
-    from cxrssl.checkpoint import load_backbone
-    from cxrssl.data.manifest import read_manifest
-    from cxrssl.eval.evaluate import load_task, probe_backbone, write_predictions
-    from cxrssl.eval.features import random_backbone
-    from cxrssl.fileio import atomic_write_json
-    from cxrssl.report.tables import markdown_table
+def _backbone_spec(args):
+    from cxrssl.eval.features import BackboneSpec
 
     if args.checkpoint:
-        backbone, metadata = load_backbone(args.checkpoint)
-        image_size, source = metadata["image_size"], str(args.checkpoint)
-    else:
-        backbone, image_size, source = random_backbone(args.arch, args.seed), args.image_size, f"random {args.arch}"
-    task = load_task(args.task, image_size, progress=not args.quiet)
-    result = probe_backbone(backbone, task, positive=args.positive, seed=args.seed, bootstrap=args.bootstrap, progress=not args.quiet)
+        return BackboneSpec.from_checkpoint(args.checkpoint)
+    return BackboneSpec.random(args.arch, args.image_size, args.seed)
+
+
+def cmd_extract(args) -> None:
+    import numpy as np
+
+    from cxrssl.data.images import open_image_set
+    from cxrssl.eval.features import features_for
+    from cxrssl.fileio import atomic_write
+
+    spec = _backbone_spec(args)
+    images = open_image_set(args.data, spec.image_size, progress=not args.quiet)
+    features = features_for(spec, images, progress=not args.quiet, use_cache=not args.no_cache)
+    rows = images.manifest.rows
+    columns = {
+        "features": features,
+        "path": [row.path for row in rows],
+        "patient_id": [row.patient_id for row in rows],
+        "label": [row.label for row in rows],
+        "split": [row.split for row in rows],
+    }
     output = Path(args.output)
-    payload = {"backbone": source, "task": str(args.task), "image_size": image_size, **result.to_dict()}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **{name: np.asarray(values) for name, values in columns.items()})
+
+    atomic_write(output, write)
+    skipped = f"; {len(images.unreadable)} unreadable image(s) skipped" if images.unreadable else ""
+    print(f"wrote {output}: {features.shape[0]} x {features.shape[1]} features of {spec.description}{skipped}")
+
+
+def cmd_probe(args) -> None:
+    from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload, write_predictions
+    from cxrssl.fileio import atomic_write_json
+    from cxrssl.report.tables import paper_markdown_table
+
+    spec = _backbone_spec(args)
+    task = load_task(args.task, spec.image_size, progress=not args.quiet)
+    result = evaluate_backbone(spec, task, args.positive, args.seed, args.bootstrap, args.folds, progress=not args.quiet)
+    payload = result_payload(spec, args.task, result, args.dataset, args.label)
+    output = Path(args.output)
     atomic_write_json(output, payload)
     predictions = write_predictions(result, task, output.with_name(output.stem + "_predictions.csv"))
-    print(markdown_table([(source, payload)]))
+    print(paper_markdown_table([payload]))
+    print(f"chosen C {result.chosen_c} (cross-validated AUC {result.cv_auc[result.chosen_c]:.3f}); confusion {result.confusion}")
     print(f"wrote {output} and {predictions}")
+
+
+def cmd_table(args) -> None:
+    from cxrssl.fileio import atomic_write_text
+    from cxrssl.report.tables import paper_csv_table, paper_markdown_table
+
+    results = []
+    for path in args.results:
+        try:
+            results.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as error:
+            raise CxrsslError(f"{path}: cannot read a probe result ({error}); pass the -o files of `cxrssl probe`") from None
+        if "metrics" not in results[-1]:
+            raise CxrsslError(f"{path}: has no 'metrics'; pass the -o files of `cxrssl probe`")
+    table = paper_markdown_table(results)
+    output = Path(args.output)
+    atomic_write_text(output.with_suffix(".md"), table)
+    atomic_write_text(output.with_suffix(".csv"), paper_csv_table(results))
+    print(table)
+    print(f"wrote {output.with_suffix('.md')} and {output.with_suffix('.csv')}")
+
+
+def cmd_sweep(args) -> None:
+    from cxrssl.eval.sweep import sweep_run
+
+    rows, out_dir = sweep_run(args.run, args.task, args.output, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
+    best = max(rows, key=lambda row: row["metrics"]["auc"])
+    print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {out_dir}/sweep.csv, sweep.json, sweep.png")
 
 
 def cmd_demo(args) -> None:
@@ -232,19 +291,47 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--quiet", action="store_true", help="no progress bars")
     pretrain.set_defaults(run=cmd_pretrain)
 
+    def add_backbone_flags(verb) -> None:
+        which = verb.add_mutually_exclusive_group(required=True)
+        which.add_argument("--checkpoint", help="checkpoint .json of a pretraining run")
+        which.add_argument("--init", choices=("random",), help="a randomly initialised backbone, the baseline")
+        verb.add_argument("--arch", default="resnet18", help="architecture for --init random")
+        verb.add_argument("--image-size", type=int, default=128, help="image size for --init random")
+        verb.add_argument("--seed", type=int, default=0, help="seed of --init random, the split and the bootstrap")
+        verb.add_argument("--quiet", action="store_true")
+
+    extract = verbs.add_parser("extract", help="frozen features (global-average-pooled last layer) of a manifest's images")
+    add_backbone_flags(extract)
+    extract.add_argument("--data", required=True, help="manifest CSV or cache folder")
+    extract.add_argument("-o", "--output", default="features.npz", help="npz with features, path, patient_id, label, split")
+    extract.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
+    extract.set_defaults(run=cmd_extract)
+
     probe = verbs.add_parser("probe", help="logistic-regression probe of frozen features on a labelled manifest")
-    which = probe.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", help="checkpoint .json of a pretraining run")
-    which.add_argument("--init", choices=("random",), help="a randomly initialised backbone, the baseline")
-    probe.add_argument("--arch", default="resnet18", help="architecture for --init random")
-    probe.add_argument("--image-size", type=int, default=128, help="image size for --init random")
+    add_backbone_flags(probe)
     probe.add_argument("--task", required=True, help="labelled manifest CSV, or a cache folder of one")
     probe.add_argument("--positive", help="the disease class (default: the class that is not normal)")
     probe.add_argument("-o", "--output", default="probe.json")
-    probe.add_argument("--seed", type=int, default=0)
+    probe.add_argument("--dataset", help="dataset name for tables (default: from the manifest's name)")
+    probe.add_argument("--label", help="row label for tables (default: pretext fraction and epoch, or 'random init')")
+    probe.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C (default 5)")
     probe.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    probe.add_argument("--quiet", action="store_true")
     probe.set_defaults(run=cmd_probe)
+
+    table = verbs.add_parser("table", help="Table III (markdown and CSV) from probe results")
+    table.add_argument("results", nargs="+", help="result .json files of `cxrssl probe`")
+    table.add_argument("-o", "--output", default="table.md", help="table.md; table.csv is written beside it")
+    table.set_defaults(run=cmd_table)
+
+    sweep = verbs.add_parser("sweep", help="probe every saved checkpoint of a run; metric per epoch beside the loss (Fig. 2)")
+    sweep.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
+    sweep.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
+    sweep.add_argument("-o", "--output", help="folder for sweep.csv/json/png (default RUN/sweep_<dataset>)")
+    sweep.add_argument("--positive")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--bootstrap", type=int, default=1000)
+    sweep.add_argument("--quiet", action="store_true")
+    sweep.set_defaults(run=cmd_sweep)
 
     demo = verbs.add_parser("demo", help="the whole method end to end on phantom radiographs (a few minutes)")
     demo.add_argument("--out", default="cxrssl-demo", help="output folder (default ./cxrssl-demo)")

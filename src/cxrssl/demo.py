@@ -15,12 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from cxrssl.checkpoint import load_backbone
 from cxrssl.config import PretrainConfig, load_pretrain_config
 from cxrssl.data.manifest import read_manifest
 from cxrssl.data.phantom import write_phantom_dataset
-from cxrssl.eval.evaluate import load_task, probe_backbone, write_predictions
-from cxrssl.eval.features import random_backbone
+from cxrssl.eval.evaluate import evaluate_backbone, load_task, write_predictions
+from cxrssl.eval.features import BackboneSpec
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_loss_curve
 from cxrssl.report.tables import csv_table, markdown_table
@@ -55,13 +54,12 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
 
     say("[3/4] linear probe on frozen features: pretrained vs random initialisation")
     task = load_task(task_manifest, config.image_size, progress=progress)
-    backbone, _ = load_backbone(run.checkpoint(config.epochs))  # the last epoch is always kept
     rows = []
-    for label, network in (
-        (f"SimCLR pretrained ({config.epochs} epochs)", backbone),
-        ("random initialisation", random_backbone(config.arch, config.seed)),
+    for label, spec in (
+        (f"SimCLR pretrained ({config.epochs} epochs)", BackboneSpec.from_checkpoint(run.checkpoint(config.epochs))),  # always kept
+        ("random initialisation", BackboneSpec.random(config.arch, config.image_size, config.seed)),
     ):
-        result = probe_backbone(network, task, seed=settings.seed, bootstrap=settings.bootstrap, progress=progress)
+        result = evaluate_backbone(spec, task, seed=settings.seed, bootstrap=settings.bootstrap, progress=progress)
         slug = "pretrained" if "SimCLR" in label else "random_init"
         write_predictions(result, task, out_dir / f"predictions_{slug}.csv")
         rows.append((label, result.to_dict()))

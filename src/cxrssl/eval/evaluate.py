@@ -1,17 +1,16 @@
-"""From a backbone and a labelled manifest to probe results: the glue the verbs share."""
+"""From a backbone and a labelled task to a result a reviewer can rerun: the glue the verbs share."""
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
-
-import torch
 
 from cxrssl.data.images import ImageSet, open_image_set, read_rows
 from cxrssl.data.manifest import Manifest
 from cxrssl.errors import CxrsslError
-from cxrssl.eval.features import extract_features
+from cxrssl.eval.features import BackboneSpec, features_for
 from cxrssl.eval.probe import ProbeResult, run_probe
 from cxrssl.fileio import atomic_write_text
 
@@ -29,26 +28,60 @@ def load_task(data: str | Path | Manifest, image_size: int, progress: bool = Tru
     return images
 
 
-def probe_backbone(
-    backbone: torch.nn.Module,
+def dataset_name(data: str | Path) -> str:
+    """A short name for a task: the manifest's stem, or its folder's name for a generic stem."""
+    path = Path(data)
+    if path.is_dir():  # a cache folder
+        return path.name.removesuffix(".cache")
+    return path.parent.name if path.stem in ("labels", "manifest", "split") else path.stem
+
+
+def pretext_label(spec: BackboneSpec) -> str:
+    """The Table III row name: the pretext share of patients and the epoch, or random init."""
+    if spec.checkpoint is None:
+        return "random init"
+    fraction = spec.pretext_fraction
+    share = f"{100 * fraction:g} %" if fraction is not None and math.isfinite(fraction) else "?"
+    return f"{share}, epoch {spec.epoch}"
+
+
+def evaluate_backbone(
+    spec: BackboneSpec,
     task: ImageSet,
     positive: str | None = None,
     seed: int = 0,
     bootstrap: int = 1000,
+    folds: int = 5,
     progress: bool = True,
 ) -> ProbeResult:
-    features = extract_features(backbone, task, progress=progress)
+    """Frozen features (cached) -> the probe protocol of ``eval.probe``."""
+    features = features_for(spec, task, progress=progress)
     manifest = task.manifest
-    return run_probe(features, manifest.labels, manifest.patient_keys, manifest.splits, positive, seed=seed, bootstrap=bootstrap)
+    return run_probe(features, manifest.labels, manifest.patient_keys, manifest.splits, positive, folds=folds, seed=seed, bootstrap=bootstrap)
+
+
+def result_payload(spec: BackboneSpec, task_source: str | Path, result: ProbeResult, dataset: str | None = None, label: str | None = None) -> dict:
+    """Everything ``result.json`` holds: what was probed, on what, and the numbers."""
+    return {
+        "backbone": spec.description,
+        "arch": spec.arch,
+        "epoch": spec.epoch,
+        "pretext_fraction": spec.pretext_fraction,
+        "image_size": spec.image_size,
+        "task": str(task_source),
+        "dataset": dataset or dataset_name(task_source),
+        "label": label or pretext_label(spec),
+        **result.to_dict(),
+    }
 
 
 def write_predictions(result: ProbeResult, task: ImageSet, out_path: str | Path) -> Path:
     """Per-image test predictions, for review: path, patient, label, score, prediction."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "patient_id", "label", f"p_{result.positive}", "predicted"])
+    writer.writerow(["path", "patient_id", "label", f"p_{result.positive}", "predicted", "correct"])
     for row_index, score in zip(result.test_indices, result.test_scores):
         row = task.manifest.rows[row_index]
         predicted = result.positive if score >= 0.5 else result.negative
-        writer.writerow([row.path, row.patient_id, row.label, f"{score:.6f}", predicted])
+        writer.writerow([row.path, row.patient_id, row.label, f"{score:.6f}", predicted, int(predicted == row.label)])
     return atomic_write_text(out_path, buffer.getvalue())

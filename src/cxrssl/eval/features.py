@@ -1,15 +1,34 @@
-"""Frozen features: the backbone's global-average-pooled last layer, head discarded."""
+"""Frozen features: the backbone's global-average-pooled last layer, head discarded.
+
+Extracting features is the slow part of every probe, so features are cached on disk,
+keyed by what determines them: the backbone (the checkpoint's weights file, by
+content, or the architecture and seed of a random initialisation), the images (their
+decoded pixels and paths, in order) and the image size. Repeated probes, sweeps and
+tables then reuse them. The cache lives in ``$CXRSSL_CACHE/features`` (default
+``~/.cache/cxrssl/features``); deleting it is always safe.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from cxrssl.checkpoint import load_backbone
 from cxrssl.data.images import ImageSet
+from cxrssl.errors import CxrsslError
+from cxrssl.fileio import atomic_write
 from cxrssl.models import build_backbone, normalize_pixels
 from cxrssl.seeding import seed_everything
+
+FEATURE_VERSION = "gap-last-layer/1"  # bump when the extraction itself changes
 
 
 @torch.no_grad()
@@ -29,3 +48,80 @@ def random_backbone(arch: str, seed: int) -> nn.Module:
     """The backbone a run with this seed starts from: the 'no pretraining' baseline."""
     seed_everything(seed)
     return build_backbone(arch).eval()
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which frozen backbone to probe: a checkpoint, or a random initialisation."""
+
+    arch: str
+    image_size: int
+    checkpoint: Path | None = None
+    seed: int = 0
+    epoch: int = 0
+    pretext_fraction: float | None = None  # share of patients it was pretrained on
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> "BackboneSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise CxrsslError(f"{path}: no such checkpoint; pass the .json file of a checkpoint in a run's checkpoints/ folder")
+        metadata = json.loads(path.read_text())
+        fraction = metadata.get("config", {}).get("fraction")
+        return cls(metadata["arch"], int(metadata["image_size"]), path, epoch=int(metadata["epoch"]), pretext_fraction=fraction)
+
+    @classmethod
+    def random(cls, arch: str, image_size: int, seed: int = 0) -> "BackboneSpec":
+        build_backbone(arch)  # validates the name before any image is decoded
+        return cls(arch, image_size, None, seed)
+
+    @property
+    def description(self) -> str:
+        return str(self.checkpoint) if self.checkpoint else f"random {self.arch} (seed {self.seed})"
+
+    def build(self) -> nn.Module:
+        return load_backbone(self.checkpoint)[0] if self.checkpoint else random_backbone(self.arch, self.seed)
+
+    def identity(self) -> str:
+        """What the features depend on, as text: weights by content, or how they were drawn."""
+        if self.checkpoint is None:
+            return f"random|{self.arch}|{self.seed}|torch {torch.__version__}"
+        digest = hashlib.sha256()
+        with open(self.checkpoint.with_suffix(".safetensors"), "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        return f"weights|{digest.hexdigest()}"
+
+
+def feature_cache_dir() -> Path:
+    return Path(os.environ.get("CXRSSL_CACHE", Path.home() / ".cache" / "cxrssl")) / "features"
+
+
+def images_digest(images: ImageSet) -> str:
+    """The images' decoded pixels and paths, in order: any change gives another key."""
+    digest = hashlib.blake2b(digest_size=20)
+    for row in images.manifest.rows:
+        digest.update(row.path.encode() + b"\0")
+    for start in range(0, len(images), 256):
+        digest.update(images.pixels[images.rows[start : start + 256]].tobytes())
+    digest.update(f"|{images.size}".encode())
+    return digest.hexdigest()
+
+
+def features_for(spec: BackboneSpec, images: ImageSet, progress: bool = False, use_cache: bool = True) -> np.ndarray:
+    """Features of ``images`` under ``spec``, from the cache when they were computed before."""
+    key = hashlib.sha256(f"{FEATURE_VERSION}|{spec.identity()}|{images_digest(images)}".encode()).hexdigest()[:32]
+    path = feature_cache_dir() / f"{key}.npz"
+    if use_cache and path.is_file():
+        with np.load(path) as stored:
+            if stored["features"].shape[0] == len(images):
+                return stored["features"]
+    features = extract_features(spec.build(), images, progress=progress)
+    if use_cache:
+        atomic_write(path, lambda tmp: _save_npz(tmp, features=features))
+    return features
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
+        np.savez(handle, **arrays)

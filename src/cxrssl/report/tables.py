@@ -47,3 +47,35 @@ def csv_table(rows: list[tuple[str, dict]]) -> str:
             line += [_percent(result["metrics"][metric]), _percent(low), _percent(high)]
         writer.writerow(line + [result["chosen_c"], result["n_test"]])
     return buffer.getvalue()
+
+
+def paper_table_rows(results: list[dict]) -> list[tuple[str, str, dict]]:
+    """(dataset, pretext, result) rows in Table III order: by dataset as first seen, then as given."""
+    order = list(dict.fromkeys(result.get("dataset", "?") for result in results))
+    return [(dataset, result.get("label", "?"), result) for dataset in order for result in results if result.get("dataset", "?") == dataset]
+
+
+def paper_markdown_table(results: list[dict]) -> str:
+    """Table III: rows = dataset × pretext (fraction and epoch, or a run label), percent with 95 % CIs."""
+    lines = [
+        "| dataset | pretext | " + " | ".join(HEADERS[m] for m in METRICS) + " | C | test images |",
+        "|---|---|" + "---|" * (len(METRICS) + 2),
+    ]
+    for dataset, pretext, result in paper_table_rows(results):
+        cells = [format_cell(result["metrics"][m], result.get("intervals_95", {}).get(m)) for m in METRICS]
+        lines.append(f"| {dataset} | {pretext} | " + " | ".join(cells) + f" | {result['chosen_c']} | {result['n_test']} |")
+    return "\n".join(lines) + "\n"
+
+
+def paper_csv_table(results: list[dict]) -> str:
+    rows = paper_table_rows(results)
+    body = csv_table([(pretext, result) for _, pretext, result in rows]).splitlines()
+    lines = ["dataset," + body[0].replace("model", "pretext", 1)]
+    lines += [f"{_csv_field(dataset)},{line}" for (dataset, _, _), line in zip(rows, body[1:])]
+    return "\n".join(lines) + "\n"
+
+
+def _csv_field(text: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow([text])
+    return buffer.getvalue()

@@ -1,0 +1,30 @@
+import csv
+import json
+from dataclasses import replace
+
+import pytest
+
+from cxrssl.config import load_pretrain_config
+from cxrssl.eval.sweep import sweep_run
+from cxrssl.errors import CxrsslError
+from cxrssl.train import pretrain
+
+
+@pytest.mark.slow
+def test_sweep_probes_every_checkpoint_and_the_random_start(tmp_path, phantom_manifest):
+    config = replace(load_pretrain_config("demo"), image_size=32, batch_size=16, epochs=2, hidden_features=32, out_features=16, keep_epochs=(1, 2))
+    pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
+    rows, out = sweep_run(tmp_path / "run", phantom_manifest, bootstrap=20, progress=False)
+    assert [row["epoch"] for row in rows] == [0, 1, 2] and rows[0]["label"] == "random init"
+    assert out == tmp_path / "run" / f"sweep_{rows[0]['dataset']}"
+    table = list(csv.DictReader(open(out / "sweep.csv")))
+    log = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [line["epoch"] for line in table] == ["0", "1", "2"]
+    assert [line["pretext_loss"] for line in table[1:]] == [entry["loss"] for entry in log] and table[0]["pretext_loss"] == ""
+    assert float(table[2]["auc"]) == pytest.approx(rows[2]["metrics"]["auc"], abs=1e-4)
+    assert (out / "sweep.png").stat().st_size > 10_000 and json.loads((out / "sweep.json").read_text())["rows"][1]["epoch"] == 1
+
+
+def test_a_folder_without_checkpoints_is_refused(tmp_path, phantom_manifest):
+    with pytest.raises(CxrsslError, match="no checkpoints/epoch_"):
+        sweep_run(tmp_path, phantom_manifest, progress=False)
