@@ -16,6 +16,7 @@ def test_demo_pipeline_end_to_end(tmp_path):
         assert row["chosen_c"] in (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
     table = (tmp_path / "table.md").read_text()
     assert "| SimCLR pretrained (2 epochs) |" in table and "| random initialisation |" in table
+    assert 'class="table3"' in (tmp_path / "report.html").read_text()
     for name in ("table.csv", "loss.png", "config.yaml", "predictions_pretrained.csv", "predictions_random_init.csv"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "results.json").read_text())["losses"] == results["losses"]

@@ -188,6 +188,58 @@ def cmd_probe(args) -> None:
     print(paper_markdown_table([payload]))
     print(f"chosen C {result.chosen_c} (cross-validated AUC {result.cv_auc[result.chosen_c]:.3f}); confusion {result.confusion}")
     print(f"wrote {output} and {predictions}")
+    if args.save_model:
+        from cxrssl.eval.model import LinearProbe, save_model
+
+        probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
+        saved = save_model(args.save_model, spec.build(), probe, spec.arch, spec.image_size, spec.description, result.metrics)
+        print(f"saved the backbone and probe to {saved.parent} (use: cxrssl predict --model {saved.parent} IMAGE...)")
+
+
+def cmd_tsne(args) -> None:
+    from cxrssl.eval.evaluate import load_task
+    from cxrssl.eval.features import BackboneSpec
+    from cxrssl.explain.tsne import tsne_panels
+
+    specs = [BackboneSpec.from_checkpoint(path) for path in args.checkpoints]
+    if len({spec.image_size for spec in specs}) > 1:
+        raise CxrsslError("the checkpoints were trained at different image sizes; give checkpoints of one run (or one image size)")
+    if args.random:
+        specs.insert(0, BackboneSpec.random(specs[0].arch, specs[0].image_size, args.seed))
+    task = load_task(args.task, specs[0].image_size, progress=not args.quiet)
+    figure, coordinates = tsne_panels(specs, task, args.output, seed=args.seed, progress=not args.quiet)
+    print(f"wrote {figure} ({len(specs)} panels, {len(task)} images) and {coordinates}")
+
+
+def cmd_gradcam(args) -> None:
+    from cxrssl.eval.evaluate import evaluate_backbone, load_task
+    from cxrssl.explain.gallery import draw_galleries
+
+    spec = _backbone_spec(args)
+    task = load_task(args.task, spec.image_size, progress=not args.quiet)
+    result = evaluate_backbone(spec, task, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
+    output = Path(args.output)
+    errors = output.with_name(output.stem + "_errors.png")
+    draw_galleries(spec, task, result, output, errors, count=args.n)
+    print(f"wrote {output} (correctly classified {result.positive}) and {errors} (false positives and negatives), from the test part")
+
+
+def cmd_predict(args) -> int:
+    from cxrssl.explain.predict import predict_images
+
+    predictions, unreadable = predict_images(args.model, args.images, heatmaps=args.heatmaps)
+    for path, reason in unreadable:
+        print(f"warning: skipped {path}: {reason}", file=sys.stderr)
+    for prediction in predictions:
+        print(f"{prediction.path}\tp({prediction.positive})={prediction.probability:.4f}\t{prediction.predicted}")
+    return 0 if predictions else 2
+
+
+def cmd_report(args) -> None:
+    from cxrssl.report.html import build_report
+
+    output = build_report(args.run, args.task, args.output, seed=args.seed, bootstrap=args.bootstrap, progress=not args.quiet)
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, self-contained)")
 
 
 def cmd_table(args) -> None:
@@ -316,7 +368,41 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--label", help="row label for tables (default: pretext fraction and epoch, or 'random init')")
     probe.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C (default 5)")
     probe.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    probe.add_argument("--save-model", metavar="DIR", help="also save backbone + probe for `cxrssl predict` (safetensors + JSON)")
     probe.set_defaults(run=cmd_probe)
+
+    tsne = verbs.add_parser("tsne", help="t-SNE of frozen features, one panel per checkpoint (Fig. 3)")
+    tsne.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint .json files, e.g. epochs 10 25 50 100")
+    tsne.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
+    tsne.add_argument("--random", action="store_true", help="add a panel for the random initialisation")
+    tsne.add_argument("-o", "--output", default="tsne.png", help="figure; the 2-D coordinates go to the same name .csv")
+    tsne.add_argument("--seed", type=int, default=0)
+    tsne.add_argument("--quiet", action="store_true")
+    tsne.set_defaults(run=cmd_tsne)
+
+    gradcam = verbs.add_parser("gradcam", help="Grad-CAM grid of correct positives and a gallery of errors (Fig. 4, 5)")
+    add_backbone_flags(gradcam)
+    gradcam.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
+    gradcam.add_argument("--positive")
+    gradcam.add_argument("-n", type=int, default=8, help="images per figure (default 8)")
+    gradcam.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the probe run first")
+    gradcam.add_argument("-o", "--output", default="gradcam.png", help="figure; errors go to <name>_errors.png")
+    gradcam.set_defaults(run=cmd_gradcam)
+
+    predict = verbs.add_parser("predict", help="probability and class per image from a saved model")
+    predict.add_argument("--model", required=True, help="folder written by `cxrssl probe --save-model`")
+    predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM)")
+    predict.add_argument("--heatmaps", metavar="DIR", help="also write a Grad-CAM overlay per image here")
+    predict.set_defaults(run=cmd_predict)
+
+    report = verbs.add_parser("report", help="one self-contained HTML page: config, loss, Table III, sweep, t-SNE, Grad-CAM, errors")
+    report.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
+    report.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
+    report.add_argument("-o", "--output", default="report.html")
+    report.add_argument("--seed", type=int, default=0)
+    report.add_argument("--bootstrap", type=int, default=1000)
+    report.add_argument("--quiet", action="store_true")
+    report.set_defaults(run=cmd_report)
 
     table = verbs.add_parser("table", help="Table III (markdown and CSV) from probe results")
     table.add_argument("results", nargs="+", help="result .json files of `cxrssl probe`")

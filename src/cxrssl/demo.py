@@ -41,18 +41,18 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     started = time.perf_counter()
     say = print if progress else (lambda *args, **kwargs: None)
 
-    say(f"[1/4] phantom radiographs: {settings.pool_images} unlabelled (pool), {settings.task_images} labelled (task)")
+    say(f"[1/5] phantom radiographs: {settings.pool_images} unlabelled (pool), {settings.task_images} labelled (task)")
     pool = _phantoms(out_dir / "phantoms" / "pool", settings.pool_images, settings.phantom_size, settings.seed * 2 + 1, progress)
     task_manifest = _phantoms(out_dir / "phantoms" / "task", settings.task_images, settings.phantom_size, settings.seed * 2 + 2, progress)
 
-    say(f"[2/4] SimCLR pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
+    say(f"[2/5] SimCLR pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
     from cxrssl.train import RunFolder, pretrain
 
     run = RunFolder(out_dir / "run")
     resume = run.state.is_file()  # a killed demo picks up where it stopped
     pretrained = pretrain(pool, run.root, config, resume=resume, progress=progress)
 
-    say("[3/4] linear probe on frozen features: pretrained vs random initialisation")
+    say("[3/5] linear probe on frozen features: pretrained vs random initialisation")
     task = load_task(task_manifest, config.image_size, progress=progress)
     rows = []
     for label, spec in (
@@ -64,7 +64,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
         write_predictions(result, task, out_dir / f"predictions_{slug}.csv")
         rows.append((label, result.to_dict()))
 
-    say("[4/4] table, loss curve, config")
+    say("[4/5] table, loss curve, config")
     table = markdown_table(rows)
     atomic_write_text(out_dir / "table.md", table)
     atomic_write_text(out_dir / "table.csv", csv_table(rows))
@@ -77,9 +77,14 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
         "task_images": len(task.manifest),
         "pool_images": pretrained.images,
     }
+    say("[5/5] HTML report: sweep over the kept checkpoints, t-SNE, Grad-CAM, errors")
+    from cxrssl.report.html import build_report
+
+    build_report(run.root, [str(task_manifest)], out_dir / "report.html", seed=settings.seed, bootstrap=settings.bootstrap, progress=progress)
+    results["wall_s"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out_dir / "results.json", results)
     say("\n" + table)
-    say(f"wrote {out_dir}/: table.md, table.csv, results.json, loss.png, config.yaml, predictions_*.csv, run/ ({results['wall_s']} s)")
+    say(f"wrote {out_dir}/: report.html, table.md, table.csv, results.json, loss.png, config.yaml, predictions_*.csv, run/ ({results['wall_s']} s)")
     return results
 
 

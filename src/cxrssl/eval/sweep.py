@@ -12,6 +12,7 @@ import io
 import json
 from pathlib import Path
 
+from cxrssl.data.images import ImageSet
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload
 from cxrssl.eval.features import BackboneSpec
@@ -29,8 +30,12 @@ def sweep_run(
     seed: int = 0,
     bootstrap: int = 1000,
     progress: bool = True,
+    task: ImageSet | None = None,
 ) -> tuple[list[dict], Path]:
-    """Probe every checkpoint of ``run_dir`` on the task; write sweep.csv, sweep.json and sweep.png."""
+    """Probe every checkpoint of ``run_dir`` on the task; write sweep.csv, sweep.json and sweep.png.
+
+    ``task``: the task's images when the caller has decoded them already.
+    """
     run = RunFolder(run_dir)
     checkpoints = run.saved_checkpoints()
     if not checkpoints:
@@ -39,7 +44,7 @@ def sweep_run(
     first = BackboneSpec.from_checkpoint(checkpoints[0])
     pretrain_seed = int(json.loads(run.config.read_text())["pretrain"]["seed"]) if run.config.is_file() else 0
     specs = [BackboneSpec.random(first.arch, first.image_size, pretrain_seed)] + [BackboneSpec.from_checkpoint(c) for c in checkpoints]
-    task = load_task(task_data, first.image_size, progress)
+    task = task or load_task(task_data, first.image_size, progress)
     rows = []
     for spec in specs:
         result = evaluate_backbone(spec, task, positive, seed, bootstrap, progress=progress)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_loss_curve(epochs: list[int], losses: list[float], out_path: str | Path, title: str = "Pretext loss (NT-Xent)") -> Path:
@@ -15,6 +16,7 @@ def plot_loss_curve(epochs: list[int], losses: list[float], out_path: str | Path
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
     axes.plot(epochs, losses, marker="o")
     axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("NT-Xent loss")
     axes.set_title(title)
     axes.grid(alpha=0.3)
@@ -39,6 +41,7 @@ def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], ou
     metric_axes.legend()
     for axes in (loss_axes, metric_axes):
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -1,0 +1,115 @@
+"""A saved model: a frozen backbone plus its fitted linear probe, ready to predict.
+
+``cxrssl probe --save-model DIR`` writes ``DIR/model.json`` and ``DIR/model.safetensors``
+in the checkpoint format (``checkpoint.py``): the backbone's weights, and the probe as
+plain tensors (the scaler's mean and scale, the coefficients and the intercept).
+Class names, the decision threshold and where the backbone came from are JSON.
+Loading one never unpickles anything, unlike a joblib'd scikit-learn pipeline.
+
+The probe is also a torch layer: standardising then applying the coefficients is one
+affine map, folded into a single ``nn.Linear`` so that Grad-CAM can take gradients
+through backbone and probe together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.pipeline import Pipeline
+from torch import nn
+
+from cxrssl.checkpoint import checkpoint_metadata, load_tensors, save_weights
+from cxrssl.errors import CxrsslError
+from cxrssl.models import build_backbone
+
+MODEL_FILE = "model.json"
+
+
+@dataclass
+class LinearProbe:
+    mean: np.ndarray  # the StandardScaler's, per feature
+    scale: np.ndarray
+    coef: np.ndarray  # logistic regression on standardised features
+    intercept: float
+    positive: str
+    negative: str
+    threshold: float = 0.5
+    c: float = float("nan")
+
+    @classmethod
+    def from_pipeline(cls, pipeline: Pipeline, positive: str, negative: str, c: float) -> "LinearProbe":
+        scaler, regression = pipeline[0], pipeline[-1]
+        return cls(scaler.mean_.copy(), scaler.scale_.copy(), regression.coef_[0].copy(), float(regression.intercept_[0]), positive, negative, c=c)
+
+    def folded(self) -> nn.Linear:
+        """One linear layer computing the positive-class logit from raw features."""
+        weight = self.coef / self.scale
+        layer = nn.Linear(len(weight), 1)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(weight).float().unsqueeze(0))
+            layer.bias.fill_(self.intercept - float(np.dot(weight, self.mean)))
+        return layer
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """P(positive), exactly as the fitted pipeline's predict_proba[:, 1]."""
+        logits = ((features - self.mean) / self.scale) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-logits))
+
+
+class ProbeModel(nn.Module):
+    """Backbone then folded probe: images (N, 1, S, S) normalised -> positive-class logit (N, 1)."""
+
+    def __init__(self, backbone: nn.Module, probe_layer: nn.Linear):
+        super().__init__()
+        self.backbone, self.probe = backbone, probe_layer
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.probe(self.backbone(images))
+
+
+@dataclass
+class SavedModel:
+    backbone: nn.Module
+    probe: LinearProbe
+    arch: str
+    image_size: int
+    source: str  # the checkpoint (or random init) the backbone came from
+
+    def as_module(self) -> ProbeModel:
+        return ProbeModel(self.backbone, self.probe.folded()).eval()
+
+
+def save_model(folder: str | Path, backbone: nn.Module, probe: LinearProbe, arch: str, image_size: int, source: str, metrics: dict) -> Path:
+    folder = Path(folder)
+    tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    for name in ("mean", "scale", "coef"):
+        tensors[f"probe.{name}"] = torch.from_numpy(np.asarray(getattr(probe, name), dtype=np.float64))
+    tensors["probe.intercept"] = torch.tensor([probe.intercept], dtype=torch.float64)
+    details = {"positive": probe.positive, "negative": probe.negative, "threshold": probe.threshold, "c": probe.c}
+    metadata = checkpoint_metadata(arch, image_size, 0, {}, kind="probe-model", source=source, probe=details, test_metrics=metrics)
+    return save_weights(folder / MODEL_FILE, tensors, metadata)
+
+
+def load_model(folder: str | Path) -> SavedModel:
+    folder = Path(folder)
+    path = folder / MODEL_FILE if folder.is_dir() else folder
+    if not path.is_file():
+        raise CxrsslError(f"{folder}: no {MODEL_FILE}; pass a folder written by `cxrssl probe --save-model DIR`")
+    tensors, metadata = load_tensors(path)
+    if metadata.get("kind") != "probe-model":
+        raise CxrsslError(f"{path}: is a pretraining checkpoint, not a saved model; make one with `cxrssl probe --save-model DIR`")
+    backbone = build_backbone(metadata["arch"])
+    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")})
+    details = metadata["probe"]
+    probe = LinearProbe(
+        *(tensors[f"probe.{name}"].numpy() for name in ("mean", "scale", "coef")),
+        float(tensors["probe.intercept"][0]),
+        details["positive"],
+        details["negative"],
+        float(details["threshold"]),
+        float(details["c"]),
+    )
+    return SavedModel(backbone.eval(), probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])

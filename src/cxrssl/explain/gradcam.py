@@ -1,0 +1,50 @@
+"""Grad-CAM through the frozen backbone and the fitted probe (the paper's Fig. 4 and 5).
+
+The model explained is backbone -> folded linear probe (``eval.model.ProbeModel``),
+so the heat map shows where the *positive-class logit of the probe* comes from, not
+where some pretext head looks. The target is the last convolutional block (ResNet's
+``layer4[-1]``). The method is pytorch-grad-cam's ``GradCAM``, used as a library.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from cxrssl.models import normalize_pixels
+
+
+def last_conv_block(backbone: nn.Module) -> nn.Module:
+    """ResNet's last residual block, or else the network's last Conv2d."""
+    if hasattr(backbone, "layer4"):
+        return backbone.layer4[-1]
+    convolutions = [module for module in backbone.modules() if isinstance(module, nn.Conv2d)]
+    if not convolutions:
+        raise ValueError("the backbone has no convolution to explain")
+    return convolutions[-1]
+
+
+def gradcam_maps(model: nn.Module, target_layer: nn.Module, pixels: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    """(N, S, S) heat maps in [0, 1] for the positive-class logit (model output column 0).
+
+    ``pixels``: (N, S, S) uint8. Each map is scaled to its own maximum by the library.
+    """
+    from pytorch_grad_cam import GradCAM  # optional at import time: only explanations need it
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = model.eval()
+    maps = []
+    with GradCAM(model=model, target_layers=[target_layer]) as cam:
+        for start in range(0, len(pixels), batch_size):
+            inputs = normalize_pixels(pixels[start : start + batch_size].unsqueeze(1))
+            maps.append(cam(input_tensor=inputs, targets=[ClassifierOutputTarget(0)] * len(inputs)))
+    return np.concatenate(maps) if maps else np.zeros((0, *pixels.shape[1:]), np.float32)
+
+
+def overlay(gray: np.ndarray, heat: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
+    """The radiograph (uint8, H×W) under its heat map, as RGB uint8."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = np.repeat((gray.astype(np.float32) / 255.0)[..., None], 3, axis=-1)
+    return show_cam_on_image(rgb, heat.astype(np.float32), use_rgb=True, image_weight=image_weight)

@@ -1,0 +1,56 @@
+"""t-SNE of frozen features across checkpoints (the paper's Fig. 3).
+
+One panel per checkpoint, points coloured by class, one legend. Features are
+standardised first (as the probe sees them); perplexity is 30, or less for small
+sets (t-SNE needs perplexity < N/3). The 2-D coordinates are saved beside the figure
+so the panels can be redrawn or inspected point by point.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+from sklearn.manifold import TSNE
+from sklearn.preprocessing import StandardScaler
+
+from cxrssl.data.images import ImageSet
+from cxrssl.eval.features import BackboneSpec, features_for
+from cxrssl.fileio import atomic_write_text
+from cxrssl.report.plots import plt
+
+
+def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
+    perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
+    scaled = StandardScaler().fit_transform(features)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(scaled)
+
+
+def tsne_panels(specs: list[BackboneSpec], task: ImageSet, out_path: str | Path, seed: int = 0, progress: bool = False) -> tuple[Path, Path]:
+    """Draw one panel per backbone; returns (figure, coordinates CSV)."""
+    labels = np.array(task.manifest.labels)
+    classes = sorted(set(labels))
+    colours = dict(zip(classes, plt.get_cmap("tab10").colors))
+    figure, axes = plt.subplots(1, len(specs), figsize=(3.6 * len(specs), 3.9), dpi=110, squeeze=False)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["backbone", "epoch", "path", "label", "x", "y"])
+    for axis, spec in zip(axes[0], specs):
+        coords = tsne_embedding(features_for(spec, task, progress=progress), seed)
+        for name in classes:
+            chosen = labels == name
+            axis.scatter(coords[chosen, 0], coords[chosen, 1], s=6, alpha=0.7, color=colours[name], label=name)
+        axis.set_title("random init" if spec.checkpoint is None else f"epoch {spec.epoch}", fontsize=10)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        for row, (x, y) in zip(task.manifest.rows, coords):
+            writer.writerow([spec.description, spec.epoch, row.path, row.label, f"{x:.4f}", f"{y:.4f}"])
+    handles, names = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=len(classes), markerscale=3, frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    figure.savefig(out_path)
+    plt.close(figure)
+    coordinates = atomic_write_text(Path(out_path).with_suffix(".csv"), buffer.getvalue())
+    return Path(out_path), coordinates

@@ -1,0 +1,143 @@
+"""One self-contained HTML page per run: config, loss, Table III, per-checkpoint metric,
+t-SNE, Grad-CAM and error galleries, for one or more labelled tasks.
+
+Every figure is a PNG embedded as a data URI, so the page is a single file that can be
+mailed or archived. A few lines of script mark any figure that failed to load (and
+let the browser test count them); the page reads fine without script.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cxrssl import __version__
+from cxrssl.errors import CxrsslError
+from cxrssl.eval.evaluate import evaluate_backbone, load_task
+from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.sweep import sweep_run
+from cxrssl.explain.gallery import draw_galleries
+from cxrssl.explain.tsne import tsne_panels
+from cxrssl.fileio import atomic_write_text
+from cxrssl.report.plots import plot_loss_curve
+from cxrssl.report.tables import HEADERS, format_cell
+from cxrssl.train import RunFolder
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+.meta { color: #666; font-size: 0.9em; } figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; } table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: right; } th:first-child, td:first-child { text-align: left; }
+.config td { text-align: left; } .broken { outline: 3px solid #c00; }
+"""
+SCRIPT = """
+window.addEventListener('load', function () {
+  var images = Array.prototype.slice.call(document.images);
+  var loaded = images.filter(function (img) { return img.complete && img.naturalWidth > 0; });
+  images.forEach(function (img) { if (!(img.complete && img.naturalWidth > 0)) img.classList.add('broken'); });
+  document.body.setAttribute('data-figures-loaded', loaded.length + '/' + images.length);
+});
+"""
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _table(header: list[str], rows: list[list[str]], css_class: str = "") -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _metric_cells(result: dict) -> list[str]:
+    return [format_cell(result["metrics"][m], result["intervals_95"][m]) for m in METRICS]
+
+
+def _even_picks(items: list, count: int) -> list:
+    if len(items) <= count:
+        return items
+    return [items[i] for i in sorted({round(x) for x in np.linspace(0, len(items) - 1, count)})]
+
+
+def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, seed: int, bootstrap: int, progress: bool) -> str:
+    final = BackboneSpec.from_checkpoint(run.saved_checkpoints()[-1])
+    task = load_task(task_path, final.image_size, progress)
+    rows, sweep_dir = sweep_run(run.root, task_path, workdir / f"sweep_{index}", seed=seed, bootstrap=bootstrap, progress=progress, task=task)
+    dataset = rows[0]["dataset"]
+    table3 = _table(
+        ["dataset", "pretext", *(HEADERS[m] for m in METRICS), "C", "test images"],
+        [[dataset, row["label"], *_metric_cells(row), row["chosen_c"], row["n_test"]] for row in (rows[-1], rows[0])],
+        "table3",
+    )
+    per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(_metric_cells(row)[:2]), row["chosen_c"]] for row in rows], "sweep")
+    specs = _even_picks([BackboneSpec.from_checkpoint(path) for path in run.saved_checkpoints()], 4)
+    tsne, _ = tsne_panels(specs, task, workdir / f"tsne_{index}.png", seed=seed, progress=progress)
+    result = evaluate_backbone(final, task, seed=seed, bootstrap=bootstrap, progress=progress)
+    gradcam, errors = draw_galleries(final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png")
+    counts = task.manifest.label_counts()
+    return "\n".join(
+        [
+            f"<h2>{html.escape(dataset)}</h2>",
+            f'<p class="meta">{html.escape(str(task_path))}: {len(task)} labelled images ('
+            + ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(counts.items()))
+            + f"), {len(set(task.manifest.patient_keys))} patients; split: {html.escape(rows[-1]['split_source'])}; "
+            f"positive class {html.escape(result.positive)}.</p>",
+            "<h3>Table III: final checkpoint against its random initialisation</h3>",
+            table3,
+            '<p class="meta">Percent, 95 % bootstrap intervals over test patients.</p>',
+            "<h3>Downstream probe per checkpoint</h3>",
+            _figure(sweep_dir / "sweep.png", "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (right)"),
+            per_epoch,
+            "<h3>t-SNE of frozen features</h3>",
+            _figure(tsne, "t-SNE per checkpoint, coloured by class (all labelled images)"),
+            "<h3>Grad-CAM</h3>",
+            _figure(gradcam, f"Correctly classified {result.positive} test images, epoch {final.epoch}: where the probe's evidence comes from"),
+            "<h3>Errors for review</h3>",
+            _figure(errors, "Most confident false positives and false negatives of the test part, with P(positive)"),
+        ]
+    )
+
+
+def build_report(run_dir: str | Path, tasks: list[str], out_path: str | Path, seed: int = 0, bootstrap: int = 1000, progress: bool = True) -> Path:
+    run = RunFolder(run_dir)
+    if not run.saved_checkpoints() or not run.config.is_file():
+        raise CxrsslError(f"{run.root}: no checkpoints or config.json; pass the folder of a `cxrssl pretrain` run")
+    if not tasks:
+        raise CxrsslError("give at least one labelled --task manifest to evaluate the run on")
+    config = json.loads(run.config.read_text())
+    status = json.loads(run.status.read_text()) if run.status.is_file() else {}
+    log = run.read_log()
+    with tempfile.TemporaryDirectory() as workdir:
+        workdir = Path(workdir)
+        loss = plot_loss_curve([int(e["epoch"]) for e in log], [float(e["loss"]) for e in log], workdir / "loss.png")
+        sections = [_task_section(run, task, workdir, i, seed, bootstrap, progress) for i, task in enumerate(tasks)]
+        settings = [[key, json.dumps(value) if isinstance(value, (dict, list)) else value] for key, value in config["pretrain"].items()]
+        data = [[key, config.get(key, "")] for key in ("manifest", "images_used", "patients_used", "unreadable_images", "pixels_from", "processes", "device")]
+        page = "\n".join(
+            [
+                "<!DOCTYPE html>",
+                '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
+                f"<title>cxrssl report: {html.escape(run.root.name)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
+                f"<h1>cxrssl report: {html.escape(run.root.name)}</h1>",
+                f'<p class="meta">run {html.escape(str(run.root))}, status {html.escape(str(status.get("state", "?")))}, '
+                f"{status.get('epochs_done', len(log))} of {status.get('epochs', '?')} epochs; made {time.strftime('%Y-%m-%d %H:%M')} "
+                f"by cxrssl {__version__}.</p>",
+                "<h2>Pretraining</h2>",
+                _table(["setting", "value"], settings, "config"),
+                _table(["data", "value"], data, "config"),
+                _figure(loss, "Pretext loss (NT-Xent) per epoch"),
+                *sections,
+                "</body></html>",
+            ]
+        )
+        return atomic_write_text(out_path, page)

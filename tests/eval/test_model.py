@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+import torch
+
+from cxrssl.errors import CxrsslError
+from cxrssl.eval.model import LinearProbe, load_model, save_model
+from cxrssl.eval.probe import make_classifier
+from cxrssl.models import build_backbone
+
+
+@pytest.fixture
+def fitted():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(120, 6)) * [1, 2, 3, 4, 5, 6] + [10, -3, 0, 2, 1, 7]
+    targets = (features[:, 0] + rng.normal(size=120) > 10).astype(int)
+    pipeline = make_classifier(0.5).fit(features, targets)
+    return features, pipeline, LinearProbe.from_pipeline(pipeline, "PNEUMONIA", "NORMAL", 0.5)
+
+
+def test_probe_probabilities_equal_the_pipeline(fitted):
+    features, pipeline, probe = fitted
+    assert np.allclose(probe.probability(features), pipeline.predict_proba(features)[:, 1], atol=1e-12)
+
+
+def test_folded_layer_gives_the_pipeline_logit(fitted):
+    features, pipeline, probe = fitted
+    logits = probe.folded()(torch.from_numpy(features).float()).detach().numpy()[:, 0]
+    assert np.allclose(logits, pipeline.decision_function(features), atol=1e-3)
+
+
+def test_saved_model_round_trip(tmp_path, fitted):
+    _, _, probe = fitted
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18")
+    save_model(tmp_path / "m", backbone, probe, "resnet18", 64, "random resnet18 (seed 0)", {"auc": 0.9})
+    loaded = load_model(tmp_path / "m")
+    assert (loaded.probe.positive, loaded.probe.negative, loaded.image_size, loaded.probe.c) == ("PNEUMONIA", "NORMAL", 64, 0.5)
+    assert np.array_equal(loaded.probe.coef, probe.coef) and loaded.probe.intercept == probe.intercept
+    for name, tensor in backbone.state_dict().items():
+        assert torch.equal(loaded.backbone.state_dict()[name], tensor)
+    assert not any(p.suffix == ".pkl" for p in (tmp_path / "m").iterdir())
+
+
+def test_a_pretraining_checkpoint_is_not_a_saved_model(tmp_path):
+    from cxrssl.checkpoint import checkpoint_metadata, save_weights
+
+    weights = {f"backbone.{k}": v for k, v in build_backbone("resnet18").state_dict().items()}
+    save_weights(tmp_path / "epoch_0001.json", weights, checkpoint_metadata("resnet18", 32, 1, {}))
+    with pytest.raises(CxrsslError, match="is a pretraining checkpoint, not a saved model"):
+        load_model(tmp_path / "epoch_0001.json")
+    with pytest.raises(CxrsslError, match="no model.json"):
+        load_model(tmp_path / "nothing")
