@@ -1,11 +1,15 @@
-"""Pretraining throughput, measured side by side in one run.
+"""Pretraining throughput and compute efficiency, measured side by side in one run.
 
 Prints images/s of
   1. the training step alone: views already in memory, forward + backward + Adam step;
   2. augmentation alone: two views of a uint8 batch (module A, batched);
   3. decoding alone: files -> square uint8 arrays, on all cores;
-  4. end to end: `cxrssl.train.pretrain` for one epoch, files to checkpoint;
-and the ratio of (4) to (1). Defaults: resnet18, 128 px, batch 64, CPU.
+  4. end to end from files: `cxrssl.train.pretrain`, one epoch, decoding at start-up included;
+  5. end to end from the cache: the same epoch reading a `cxrssl cache` folder (the
+     training loop's own images/s, as logged);
+the ratios of (4) and (5) to (1); and the step's FLOPs (torch.utils.flop_counter),
+its achieved GFLOP/s and that as a share of this machine's measured float32 matmul
+peak. Defaults: resnet18, 128 px, batch 64, CPU.
 
     python bench/pretrain_throughput.py                    # real films from ../shared/data/pool if present
     python bench/pretrain_throughput.py --images 256 --steps 4
@@ -20,8 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from cxrssl.config import load_pretrain_config
+from cxrssl.data.cache import build_cache
 from cxrssl.data.io import load_square_images
 from cxrssl.data.manifest import read_manifest
 from cxrssl.seeding import derived_generator
@@ -44,6 +50,16 @@ def _manifest(images: int, workdir: Path):
 
 def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:8.1f} img/s"
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """float32 matmul GFLOP/s on this machine with torch's threads: the ceiling a conv net can approach."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def main() -> None:
@@ -89,11 +105,18 @@ def main() -> None:
         for _ in range(args.steps):
             step()
         step_s = (time.perf_counter() - started) / args.steps
+        with FlopCounterMode(display=False) as counter:
+            step()
+        step_flops = counter.get_total_flops()
+        peak = matmul_peak_gflops()
 
         started = time.perf_counter()
         result = pretrain(manifest, workdir / "run", config, progress=False)
         end_to_end_s = time.perf_counter() - started
         trained = (result.images // args.batch_size) * args.batch_size
+        build_cache(manifest, workdir / "cache", args.image_size, progress=False)
+        pretrain(workdir / "cache", workdir / "cached_run", config, progress=False)
+        from_cache = float((workdir / "cached_run" / "log.csv").read_text().splitlines()[1].split(",")[3])
 
     compute = args.batch_size / step_s
     end_to_end = trained / end_to_end_s
@@ -101,8 +124,13 @@ def main() -> None:
     print(f"training step alone      {_rate(args.batch_size, step_s)}   ({step_s * 1000:.0f} ms per batch)")
     print(f"augmentation alone       {_rate(2 * args.batch_size, 2 * augment_s)}   (two views: {augment_s * 1000:.0f} ms per batch)")
     print(f"decoding alone           {_rate(len(manifest), decode_s)}")
-    print(f"end to end (1 epoch)     {_rate(trained, end_to_end_s)}   ({trained} images trained, decoding included)")
-    print(f"end to end / step alone  {end_to_end / compute:8.2f}")
+    print(f"end to end, files        {_rate(trained, end_to_end_s)}   ({trained} images trained, decoding and set-up included)")
+    print(f"end to end, cache        {from_cache:8.1f} img/s   (the epoch's training loop, reading the cache)")
+    print(f"ratio files / step alone {end_to_end / compute:8.2f}")
+    print(f"ratio cache / step alone {from_cache / compute:8.2f}")
+    achieved = step_flops / step_s / 1e9
+    print(f"step FLOPs {step_flops / 1e9:.1f} G ({step_flops / args.batch_size / 2 / 1e9:.2f} G per view, forward + backward)")
+    print(f"achieved {achieved:.1f} GFLOP/s of a measured float32 matmul peak of {peak:.1f} GFLOP/s: {100 * achieved / peak:.0f} %")
 
 
 if __name__ == "__main__":

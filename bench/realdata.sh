@@ -25,7 +25,7 @@ cxrssl cache "$DATA/pool/labels.csv" -o "$OUT/pool.cache" --size 128 --quiet
 resume=()
 [[ -f "$OUT/run/state/last.json" ]] && resume=(--resume)
 keep=$(seq -s, 2 2 "$EPOCHS")
-cxrssl pretrain --data "$OUT/pool.cache" --out "$OUT/run" --config cpu --epochs "$EPOCHS" --keep "$keep,$EPOCHS" --quiet "${resume[@]}"
+cxrssl pretrain --data "$OUT/pool.cache" --out "$OUT/run" --config cpu --epochs "$EPOCHS" --keep "$keep" --quiet "${resume[@]}"  # the last epoch is always kept
 pretrained_at=$(date +%s)
 
 cxrssl sweep --run "$OUT/run" --task "$TASK" -o "$OUT/sweep" --quiet

@@ -145,30 +145,22 @@ def _backbone_spec(args):
 
 
 def cmd_extract(args) -> None:
-    import numpy as np
-
     from cxrssl.data.images import open_image_set
     from cxrssl.eval.features import features_for
-    from cxrssl.fileio import atomic_write
+    from cxrssl.fileio import atomic_save_npz
 
     spec = _backbone_spec(args)
     images = open_image_set(args.data, spec.image_size, progress=not args.quiet)
     features = features_for(spec, images, progress=not args.quiet, use_cache=not args.no_cache)
     rows = images.manifest.rows
-    columns = {
-        "features": features,
-        "path": [row.path for row in rows],
-        "patient_id": [row.patient_id for row in rows],
-        "label": [row.label for row in rows],
-        "split": [row.split for row in rows],
-    }
-    output = Path(args.output)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **{name: np.asarray(values) for name, values in columns.items()})
-
-    atomic_write(output, write)
+    output = atomic_save_npz(
+        args.output,
+        features=features,
+        path=[row.path for row in rows],
+        patient_id=[row.patient_id for row in rows],
+        label=[row.label for row in rows],
+        split=[row.split for row in rows],
+    )
     skipped = f"; {len(images.unreadable)} unreadable image(s) skipped" if images.unreadable else ""
     print(f"wrote {output}: {features.shape[0]} x {features.shape[1]} features of {spec.description}{skipped}")
 
@@ -238,7 +230,7 @@ def cmd_predict(args) -> int:
 def cmd_report(args) -> None:
     from cxrssl.report.html import build_report
 
-    output = build_report(args.run, args.task, args.output, seed=args.seed, bootstrap=args.bootstrap, progress=not args.quiet)
+    output = build_report(args.run, args.task, args.output, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, self-contained)")
 
 
@@ -395,13 +387,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--heatmaps", metavar="DIR", help="also write a Grad-CAM overlay per image here")
     predict.set_defaults(run=cmd_predict)
 
+    def add_sweep_flags(verb) -> None:
+        verb.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
+        verb.add_argument("--positive", help="the disease class (default: the class that is not normal)")
+        verb.add_argument("--seed", type=int, default=0)
+        verb.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+        verb.add_argument("--quiet", action="store_true")
+
     report = verbs.add_parser("report", help="one self-contained HTML page: config, loss, Table III, sweep, t-SNE, Grad-CAM, errors")
-    report.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
+    add_sweep_flags(report)
     report.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
     report.add_argument("-o", "--output", default="report.html")
-    report.add_argument("--seed", type=int, default=0)
-    report.add_argument("--bootstrap", type=int, default=1000)
-    report.add_argument("--quiet", action="store_true")
     report.set_defaults(run=cmd_report)
 
     table = verbs.add_parser("table", help="Table III (markdown and CSV) from probe results")
@@ -410,13 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     table.set_defaults(run=cmd_table)
 
     sweep = verbs.add_parser("sweep", help="probe every saved checkpoint of a run; metric per epoch beside the loss (Fig. 2)")
-    sweep.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
+    add_sweep_flags(sweep)
     sweep.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     sweep.add_argument("-o", "--output", help="folder for sweep.csv/json/png (default RUN/sweep_<dataset>)")
-    sweep.add_argument("--positive")
-    sweep.add_argument("--seed", type=int, default=0)
-    sweep.add_argument("--bootstrap", type=int, default=1000)
-    sweep.add_argument("--quiet", action="store_true")
     sweep.set_defaults(run=cmd_sweep)
 
     demo = verbs.add_parser("demo", help="the whole method end to end on phantom radiographs (a few minutes)")

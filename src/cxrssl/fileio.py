@@ -40,3 +40,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, payload) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_save_npz(destination: str | os.PathLike, **arrays) -> Path:
+    """``np.savez`` to exactly ``path`` (through a file object: savez would append '.npz' to a name)."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **{name: np.asarray(values) for name, values in arrays.items()})
+
+    return atomic_write(destination, write)

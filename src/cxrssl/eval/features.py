@@ -24,7 +24,7 @@ from tqdm import tqdm
 from cxrssl.checkpoint import load_backbone
 from cxrssl.data.images import ImageSet
 from cxrssl.errors import CxrsslError
-from cxrssl.fileio import atomic_write
+from cxrssl.fileio import atomic_save_npz
 from cxrssl.models import build_backbone, normalize_pixels
 from cxrssl.seeding import seed_everything
 
@@ -88,6 +88,11 @@ class BackboneSpec:
             return f"random|{self.arch}|{self.seed}|torch {torch.__version__}"
         digest = hashlib.sha256()
         with open(self.checkpoint.with_suffix(".safetensors"), "rb") as handle:
+            # The safetensors header holds free-form metadata in no fixed key order, so
+            # hash the tensor table (names, dtypes, shapes, offsets) sorted, then the data.
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+            header.pop("__metadata__", None)
+            digest.update(json.dumps(header, sort_keys=True).encode())
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
         return f"weights|{digest.hexdigest()}"
@@ -118,10 +123,5 @@ def features_for(spec: BackboneSpec, images: ImageSet, progress: bool = False, u
                 return stored["features"]
     features = extract_features(spec.build(), images, progress=progress)
     if use_cache:
-        atomic_write(path, lambda tmp: _save_npz(tmp, features=features))
+        atomic_save_npz(path, features=features)
     return features
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a name
-        np.savez(handle, **arrays)

@@ -69,10 +69,10 @@ def _even_picks(items: list, count: int) -> list:
     return [items[i] for i in sorted({round(x) for x in np.linspace(0, len(items) - 1, count)})]
 
 
-def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, seed: int, bootstrap: int, progress: bool) -> str:
+def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, positive: str | None, seed: int, bootstrap: int, progress: bool) -> str:
     final = BackboneSpec.from_checkpoint(run.saved_checkpoints()[-1])
     task = load_task(task_path, final.image_size, progress)
-    rows, sweep_dir = sweep_run(run.root, task_path, workdir / f"sweep_{index}", seed=seed, bootstrap=bootstrap, progress=progress, task=task)
+    rows, sweep_dir = sweep_run(run.root, task_path, workdir / f"sweep_{index}", positive, seed, bootstrap, progress, task=task)
     dataset = rows[0]["dataset"]
     table3 = _table(
         ["dataset", "pretext", *(HEADERS[m] for m in METRICS), "C", "test images"],
@@ -82,7 +82,7 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, see
     per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(_metric_cells(row)[:2]), row["chosen_c"]] for row in rows], "sweep")
     specs = _even_picks([BackboneSpec.from_checkpoint(path) for path in run.saved_checkpoints()], 4)
     tsne, _ = tsne_panels(specs, task, workdir / f"tsne_{index}.png", seed=seed, progress=progress)
-    result = evaluate_backbone(final, task, seed=seed, bootstrap=bootstrap, progress=progress)
+    result = evaluate_backbone(final, task, positive, seed, bootstrap, progress=progress)
     gradcam, errors = draw_galleries(final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png")
     counts = task.manifest.label_counts()
     return "\n".join(
@@ -108,7 +108,16 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, see
     )
 
 
-def build_report(run_dir: str | Path, tasks: list[str], out_path: str | Path, seed: int = 0, bootstrap: int = 1000, progress: bool = True) -> Path:
+def build_report(
+    run_dir: str | Path,
+    tasks: list[str],
+    out_path: str | Path,
+    positive: str | None = None,
+    seed: int = 0,
+    bootstrap: int = 1000,
+    progress: bool = True,
+) -> Path:
+    """Write the report of ``run_dir`` evaluated on each labelled task (see the module docstring)."""
     run = RunFolder(run_dir)
     if not run.saved_checkpoints() or not run.config.is_file():
         raise CxrsslError(f"{run.root}: no checkpoints or config.json; pass the folder of a `cxrssl pretrain` run")
@@ -120,7 +129,7 @@ def build_report(run_dir: str | Path, tasks: list[str], out_path: str | Path, se
     with tempfile.TemporaryDirectory() as workdir:
         workdir = Path(workdir)
         loss = plot_loss_curve([int(e["epoch"]) for e in log], [float(e["loss"]) for e in log], workdir / "loss.png")
-        sections = [_task_section(run, task, workdir, i, seed, bootstrap, progress) for i, task in enumerate(tasks)]
+        sections = [_task_section(run, task, workdir, i, positive, seed, bootstrap, progress) for i, task in enumerate(tasks)]
         settings = [[key, json.dumps(value) if isinstance(value, (dict, list)) else value] for key, value in config["pretrain"].items()]
         data = [[key, config.get(key, "")] for key in ("manifest", "images_used", "patients_used", "unreadable_images", "pixels_from", "processes", "device")]
         page = "\n".join(

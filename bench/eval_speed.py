@@ -1,0 +1,91 @@
+"""Speed of the evaluation side: feature extraction, and the probe's full C grid.
+
+    python bench/eval_speed.py
+
+Prints
+  1. extraction images/s on the CPU (frozen resnet18 at 128 px and wide_resnet50_2 at
+     224 px, eval mode, batches of 128, pixels from a cache of real films);
+  2. wall time and peak memory of the probe's model selection at the scale of a
+     real task: 5,000 images x 2,048 features (wide_resnet50_2's width), 6 C values x
+     5 patient-grouped folds, then the refit, then 1,000 bootstrap resamples.
+The grid runs in a child process so that its peak resident memory is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrssl.data.cache import build_cache
+from cxrssl.data.images import open_image_set
+from cxrssl.data.manifest import read_manifest
+from cxrssl.eval.features import extract_features
+from cxrssl.models import build_backbone
+
+SHARED_POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool" / "labels.csv"
+
+
+def extraction_rate(arch: str, size: int, images: int, cache: Path) -> float:
+    image_set = open_image_set(cache, size).select(range(images))
+    backbone = build_backbone(arch).eval()
+    extract_features(backbone, image_set.select(range(8)))  # warm-up
+    started = time.perf_counter()
+    extract_features(backbone, image_set)
+    return images / (time.perf_counter() - started)
+
+
+def synthetic_task(n: int, dims: int, seed: int = 0):
+    """Features where the class shifts a few hundred dimensions a little, patients of 1-3 images."""
+    rng = np.random.default_rng(seed)
+    patients = np.repeat(np.arange(n), rng.integers(1, 4, size=n))[:n]
+    patient_class = rng.integers(0, 2, size=n)
+    targets = patient_class[patients]
+    features = rng.normal(size=(n, dims)).astype(np.float32)
+    features[:, :300] += 0.08 * targets[:, None]
+    labels = np.where(targets == 1, "Pneumonia", "Normal")
+    return features, labels, [f"p{p}" for p in patients]
+
+
+def probe_grid(n: int, dims: int, queue) -> None:
+    from cxrssl.eval.probe import run_probe
+
+    features, labels, patients = synthetic_task(n, dims)
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    result = run_probe(features, labels, patients, bootstrap=1000)
+    queue.put((time.perf_counter() - started, baseline_kib, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, result.chosen_c, result.metrics["auc"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=512, help="films for the extraction rate")
+    parser.add_argument("--probe-images", type=int, default=5000)
+    parser.add_argument("--probe-dims", type=int, default=2048)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if SHARED_POOL.is_file():
+        manifest = read_manifest(SHARED_POOL).select(range(args.images))
+        with tempfile.TemporaryDirectory() as workdir:
+            build_cache(manifest, Path(workdir) / "cache", 224, progress=False)
+            for arch, size, count in (("resnet18", 128, args.images), ("wide_resnet50_2", 224, min(args.images, 128))):
+                print(f"extract {arch:16s} {size} px: {extraction_rate(arch, size, count, Path(workdir) / 'cache'):7.1f} img/s ({count} real films)")
+    else:
+        print(f"{SHARED_POOL} absent: extraction rate skipped")
+    queue = multiprocessing.get_context("spawn").Queue()
+    child = multiprocessing.get_context("spawn").Process(target=probe_grid, args=(args.probe_images, args.probe_dims, queue))
+    child.start()
+    seconds, baseline_kib, peak_kib, chosen_c, auc = queue.get()
+    child.join()
+    print(f"probe {args.probe_images} x {args.probe_dims}: 6 C x 5 folds + refit + 1000 bootstrap in {seconds:.1f} s; "
+          f"peak RSS {peak_kib / 1024:.0f} MiB ({(peak_kib - baseline_kib) / 1024:.0f} MiB above the features' own); C={chosen_c}, AUC {auc:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

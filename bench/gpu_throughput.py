@@ -1,0 +1,151 @@
+"""SimCLR pretraining throughput and model FLOP utilisation (MFU) on one GPU.
+
+Called by bench/gpu.sh. Self-contained on purpose: it needs only torch, torchvision
+and numpy (the GPU machine may lack the project's other dependencies), and imports
+just cxrssl's model, augmentation and loss, which are what it measures.
+
+For each batch size: pixels come from a uint8 array on disk (memory-mapped, as
+`cxrssl cache` writes it), are copied to the GPU, augmented there (module A, two
+views), and trained on with bf16 autocast and channels_last (eager, then
+torch.compile). It prints images/s (source images; each gives two views), the
+FLOPs of one step counted by torch.utils.flop_counter, achieved TFLOP/s, MFU against
+both the measured bf16 matmul peak and the datasheet peak, peak memory, and the
+projected wall time of EPOCHS epochs over DATASET images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from cxrssl.seeding import derived_generator
+from cxrssl.ssl.augment import AugmentConfig, BatchAugment
+from cxrssl.ssl.methods import SimCLR
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int = 8192, repeats: int = 20) -> float:
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
+
+
+def make_cache(folder: Path, count: int, side: int) -> np.memmap:
+    """A uint8 pixel array like `cxrssl cache` writes: smooth blobs, so blur and crops do real work."""
+    pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="w+", shape=(count, side, side))
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, size=(count, side // 16, side // 16), dtype=np.uint8)
+    pixels[:] = np.repeat(np.repeat(coarse, 16, axis=1), 16, axis=2)
+    pixels.flush()
+    return np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="r", shape=(count, side, side))
+
+
+def run(args, device, cache, batch: int, compiled: bool) -> dict:
+    torch.manual_seed(0)
+    model = SimCLR(args.arch).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    forward = torch.compile(model) if compiled else model
+    augment = BatchAugment(AugmentConfig(), args.image_size)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    order = np.random.default_rng(batch).permutation(len(cache))
+
+    def batch_views(step: int):
+        rows = np.sort(order[(step * batch) % (len(cache) - batch) :][:batch])
+        pixels = torch.from_numpy(np.ascontiguousarray(cache[rows]))
+        pixels = (pixels.pin_memory() if device.type == "cuda" else pixels).to(device, non_blocking=True)
+        generator = derived_generator(0, step)
+        views = augment(pixels, generator), augment(pixels, generator)
+        return [view.contiguous(memory_format=torch.channels_last) for view in views]
+
+    def step(views) -> torch.Tensor:
+        with autocast:
+            loss = forward(*views)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    started = time.perf_counter()
+    for warm in range(args.warmup):
+        step(batch_views(warm)).item()
+    synchronize(device)
+    warmup_s = time.perf_counter() - started
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    for index in range(args.steps):
+        loss = step(batch_views(index))
+        loss.item()  # as the training loop does: it checks every loss for NaN
+    synchronize(device)
+    end_to_end = args.steps * batch / (time.perf_counter() - started)
+    views = batch_views(0)
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(args.steps):
+        step(views)
+    synchronize(device)
+    compute_only = args.steps * batch / (time.perf_counter() - started)
+    with FlopCounterMode(display=False) as counter:
+        step(batch_views(1))
+    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return {"images_per_s": end_to_end, "compute_only": compute_only, "flops_per_step": counter.get_total_flops(), "peak_gib": peak_gib, "warmup_s": warmup_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", default="wide_resnet50_2")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--cache-side", type=int, default=256, help="side of the cached uint8 images (crops are resized to --image-size)")
+    parser.add_argument("--cache-images", type=int, default=4096)
+    parser.add_argument("--batches", default="128,256")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--compile", choices=("auto", "off"), default="auto", help="auto: also measure torch.compile")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--datasheet-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
+    parser.add_argument("--dataset-images", type=int, default=224_316, help="CheXpert's images")
+    parser.add_argument("--epochs", type=int, default=100)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        print(f"{torch.cuda.get_device_name(device)}; torch {torch.__version__}")
+    peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32, size=8192 if device.type == "cuda" else 1024, repeats=20 if device.type == "cuda" else 3)
+    print(f"measured matmul peak: {peak:.1f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'}); datasheet {args.datasheet_tflops:.0f}")
+    with tempfile.TemporaryDirectory() as workdir:
+        cache = make_cache(Path(workdir), args.cache_images, args.cache_side)
+        for batch in (int(b) for b in args.batches.split(",")):
+            for compiled in ((False, True) if args.compile == "auto" else (False,)):
+                result = run(args, device, cache, batch, compiled)
+                tflops = result["flops_per_step"] * result["images_per_s"] / batch / 1e12
+                hours = args.epochs * args.dataset_images / result["images_per_s"] / 3600
+                print(
+                    f"{args.arch} {args.image_size}px batch {batch:4d} {'compiled' if compiled else 'eager   '}: "
+                    f"{result['images_per_s']:8.1f} img/s end to end ({result['compute_only']:8.1f} compute only), "
+                    f"{result['flops_per_step'] / batch / 2 / 1e9:5.1f} GFLOP per view, {tflops:6.1f} TFLOP/s, "
+                    f"MFU {100 * tflops / peak:5.1f} % of measured / {100 * tflops / args.datasheet_tflops:5.1f} % of datasheet, "
+                    f"peak memory {result['peak_gib']:.1f} GiB, {args.epochs} epochs x {args.dataset_images} images: {hours:.2f} h "
+                    f"(warm-up {result['warmup_s']:.0f} s)",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
