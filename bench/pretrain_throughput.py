@@ -8,8 +8,9 @@ Prints images/s of
   5. end to end from the cache: the same epoch reading a `cxrssl cache` folder (the
      training loop's own images/s, as logged);
 the ratios of (4) and (5) to (1); and the step's FLOPs (torch.utils.flop_counter),
-its achieved GFLOP/s and that as a share of this machine's measured float32 matmul
-peak. Defaults: resnet18, 128 px, batch 64, CPU.
+its achieved GFLOP/s and that as a share of this machine's measured matmul peak in
+the step's precision (bfloat16 where the CPU has it natively, else float32).
+Defaults: resnet18, 128 px, batch 64, CPU, the cpu preset's precision settings.
 
     python bench/pretrain_throughput.py                    # real films from ../shared/data/pool if present
     python bench/pretrain_throughput.py --images 256 --steps 4
@@ -30,6 +31,7 @@ from cxrssl.config import load_pretrain_config
 from cxrssl.data.cache import build_cache
 from cxrssl.data.io import load_square_images
 from cxrssl.data.manifest import read_manifest
+from cxrssl.hardware import native_bf16
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import SimCLR
@@ -52,9 +54,9 @@ def _rate(count: int, seconds: float) -> str:
     return f"{count / seconds:8.1f} img/s"
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
-    """float32 matmul GFLOP/s on this machine with torch's threads: the ceiling a conv net can approach."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Matmul GFLOP/s on this machine with torch's threads, in the step's precision: the ceiling a conv net can approach."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     started = time.perf_counter()
     for _ in range(repeats):
@@ -90,12 +92,17 @@ def main() -> None:
             augment(pixels, generator), augment(pixels, generator)
         augment_s = (time.perf_counter() - started) / args.steps
 
-        model = SimCLR(args.arch)
+        # The step exactly as the training loop runs it: channels_last, bf16 autocast where native.
+        use_bf16 = config.amp and native_bf16(torch.device("cpu"))
+        model = SimCLR(args.arch).to(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         view1, view2 = augment(pixels, generator), augment(pixels, generator)
+        if config.channels_last:
+            view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
 
         def step():
-            loss = model(view1, view2)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = model(view1, view2)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -108,7 +115,7 @@ def main() -> None:
         with FlopCounterMode(display=False) as counter:
             step()
         step_flops = counter.get_total_flops()
-        peak = matmul_peak_gflops()
+        peak = matmul_peak_gflops(torch.bfloat16 if use_bf16 else torch.float32)
 
         started = time.perf_counter()
         result = pretrain(manifest, workdir / "run", config, progress=False)
@@ -130,7 +137,9 @@ def main() -> None:
     print(f"ratio cache / step alone {from_cache / compute:8.2f}")
     achieved = step_flops / step_s / 1e9
     print(f"step FLOPs {step_flops / 1e9:.1f} G ({step_flops / args.batch_size / 2 / 1e9:.2f} G per view, forward + backward)")
-    print(f"achieved {achieved:.1f} GFLOP/s of a measured float32 matmul peak of {peak:.1f} GFLOP/s: {100 * achieved / peak:.0f} %")
+    precision = "bfloat16 autocast" if use_bf16 else "float32"
+    print(f"precision {precision}, channels_last {config.channels_last}")
+    print(f"achieved {achieved:.1f} GFLOP/s of a measured {precision.split()[0]} matmul peak of {peak:.1f} GFLOP/s: {100 * achieved / peak:.0f} %")
 
 
 if __name__ == "__main__":

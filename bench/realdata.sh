@@ -37,5 +37,5 @@ cxrssl table "$OUT/pretrained.json" "$OUT/random.json" -o "$OUT/table.md"
 echo "pretraining log ($OUT/run/log.csv):"
 column -s, -t < "$OUT/run/log.csv"
 echo "per-checkpoint sweep ($OUT/sweep/sweep.csv):"
-cut -d, -f1-2,7-10 "$OUT/sweep/sweep.csv" | column -s, -t
+cut -d, -f1-2,4,7-9 "$OUT/sweep/sweep.csv" | column -s, -t
 echo "wall time: pretraining $(( (pretrained_at - started) / 60 )) min, all $(( ($(date +%s) - started) / 60 )) min"

@@ -8,7 +8,9 @@ brightness/contrast 0.4 with p 0.8, no colour or grey-scale steps for grey films
 
 - lightly: its SimCLRTransform on PIL images decoded from the files by a DataLoader
   (both cores as workers), its SimCLRProjectionHead and NTXentLoss, a plain loop;
-- cxrssl: `cxrssl.train.pretrain` reading a pixel cache, batched tensor augmentation.
+- cxrssl: `cxrssl.train.pretrain` reading a pixel cache, batched tensor augmentation,
+  with its defaults (channels_last; bf16 autocast where the CPU has native bf16), and
+  again with amp off (float32), so the precision's share of the gain is visible.
 
 Runs alternate (lightly, cxrssl, lightly, cxrssl, ...) so that a machine busy for a
 while slows both alike. Each run is one epoch over the same images; images/s is
@@ -36,6 +38,7 @@ from cxrssl.config import load_pretrain_config
 from cxrssl.data.cache import build_cache
 from cxrssl.data.io import load_grayscale
 from cxrssl.data.manifest import read_manifest
+from cxrssl.hardware import native_bf16
 from cxrssl.models import PIXEL_MEAN, PIXEL_STD, build_backbone
 from cxrssl.train import pretrain
 
@@ -95,10 +98,11 @@ def lightly_epoch(paths, image_size: int, batch_size: int, workers: int) -> tupl
     return end_to_end, 3 * batch_size / (time.perf_counter() - started)
 
 
-def cxrssl_epoch(cache: Path, workdir: Path, run: int, image_size: int, batch_size: int) -> tuple[float, float]:
-    config = replace(load_pretrain_config("cpu"), image_size=image_size, batch_size=batch_size, epochs=1, keep_epochs=(), seed=run)
-    pretrain(cache, workdir / f"run{run}", config, progress=False)
-    log = (workdir / f"run{run}" / "log.csv").read_text().splitlines()
+def cxrssl_epoch(cache: Path, workdir: Path, run: int, image_size: int, batch_size: int, amp: bool) -> tuple[float, float]:
+    config = replace(load_pretrain_config("cpu"), image_size=image_size, batch_size=batch_size, epochs=1, keep_epochs=(), seed=run, amp=amp)
+    folder = workdir / f"run{run}_{'amp' if amp else 'fp32'}"
+    pretrain(cache, folder, config, progress=False)
+    log = (folder / "log.csv").read_text().splitlines()
     end_to_end = float(log[1].split(",")[3])  # images_per_s of the epoch's training loop
 
     from cxrssl.seeding import derived_generator
@@ -109,11 +113,14 @@ def cxrssl_epoch(cache: Path, workdir: Path, run: int, image_size: int, batch_si
     pixels = open_image_set(cache, image_size).batch(range(batch_size))
     augment = BatchAugment(config.augment, image_size)
     view1, view2 = augment(pixels, derived_generator(0, 1)), augment(pixels, derived_generator(0, 2))
-    model = SimCLR("resnet18")
+    view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
+    model = SimCLR("resnet18").to(memory_format=torch.channels_last)  # as the training loop runs it
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    use_bf16 = amp and native_bf16(torch.device("cpu"))
 
     def step():
-        loss = model(view1, view2)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            loss = model(view1, view2)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -138,18 +145,23 @@ def main() -> None:
     manifest = read_manifest(SHARED_POOL).select(range(args.images))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; resnet18, {args.image_size} px, batch {args.batch_size}, "
           f"{len(manifest)} real films, {args.rounds} alternating rounds")  # fmt: skip
-    results = {"lightly": [], "cxrssl": []}
+    bf16 = "bf16 autocast + channels_last" if native_bf16(torch.device("cpu")) else "channels_last (no native bf16 here)"
+    results = {"lightly": [], f"cxrssl ({bf16}, the default)": [], "cxrssl (float32, amp off)": []}
+    names = list(results)
     with tempfile.TemporaryDirectory() as workdir:
         workdir = Path(workdir)
         build_cache(manifest, workdir / "cache", args.image_size, progress=False)
         for run in range(args.rounds):
-            results["lightly"].append(lightly_epoch([str(p) for p in manifest.files], args.image_size, args.batch_size, args.workers))
-            results["cxrssl"].append(cxrssl_epoch(workdir / "cache", workdir, run, args.image_size, args.batch_size))
-            print(f"  round {run + 1}: lightly {results['lightly'][-1][0]:.1f} img/s, cxrssl {results['cxrssl'][-1][0]:.1f} img/s end to end")
+            results[names[0]].append(lightly_epoch([str(p) for p in manifest.files], args.image_size, args.batch_size, args.workers))
+            results[names[1]].append(cxrssl_epoch(workdir / "cache", workdir, run, args.image_size, args.batch_size, amp=True))
+            results[names[2]].append(cxrssl_epoch(workdir / "cache", workdir, run, args.image_size, args.batch_size, amp=False))
+            print(f"  round {run + 1}: " + ", ".join(f"{name} {values[-1][0]:.1f}" for name, values in results.items()) + " img/s end to end")
     summary = {name: [statistics.median(values) for values in zip(*runs)] for name, runs in results.items()}
     for name, (end_to_end, compute) in summary.items():
-        print(f"{name:8s} end to end {end_to_end:7.1f} img/s   compute-only step {compute:7.1f} img/s   ({end_to_end / compute:.2f} of its step)")
-    print(f"cxrssl / lightly: end to end {summary['cxrssl'][0] / summary['lightly'][0]:.2f}x, compute-only {summary['cxrssl'][1] / summary['lightly'][1]:.2f}x")
+        print(f"{name:55s} end to end {end_to_end:6.1f} img/s, compute-only step {compute:6.1f} img/s ({end_to_end / compute:.2f} of its step)")
+    for name in names[1:]:
+        ratio_e2e, ratio_step = (summary[name][i] / summary[names[0]][i] for i in (0, 1))
+        print(f"{name} / lightly: end to end {ratio_e2e:.2f}x, compute-only {ratio_step:.2f}x")
 
 
 if __name__ == "__main__":

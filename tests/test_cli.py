@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from cxrssl.cli import main
 
 
@@ -77,3 +79,15 @@ def test_extract_probe_table_through_the_cli(tmp_path, phantom_manifest, capsys)
     (tmp_path / "bad.json").write_text("{}")
     assert main(["table", str(tmp_path / "bad.json"), "-o", str(tmp_path / "t2.md")]) == 2
     assert "has no 'metrics'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sweep_and_report_through_the_cli(tmp_path, phantom_manifest, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(phantom_manifest), "--out", str(run), "--config", "demo", "--image-size", "32",
+            "--batch-size", "16", "--epochs", "2", "--keep", "1,2", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["sweep", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "sweep"), "--bootstrap", "20", "--quiet"]) == 0
+    assert "best AUC" in capsys.readouterr().out and (tmp_path / "sweep" / "sweep.png").is_file()
+    assert main(["report", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "r.html"), "--bootstrap", "20", "--quiet"]) == 0
+    assert 'class="table3"' in (tmp_path / "r.html").read_text()

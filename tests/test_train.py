@@ -134,3 +134,11 @@ def test_pretraining_from_a_cache_matches_pretraining_from_the_files(tmp_path, p
     from_cache = pretrain(tmp_path / "cache", tmp_path / "cached", config, progress=False)
     assert from_cache.losses == from_files.losses and from_cache.images == from_files.images
     assert json.loads((tmp_path / "cached" / "config.json").read_text())["pixels_from"].startswith("cache ")
+
+
+def test_resuming_a_finished_run_trains_nothing_and_stays_complete(tmp_path, phantom_manifest):
+    config = tiny_config(epochs=1)
+    first = pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
+    again = pretrain(phantom_manifest, tmp_path / "run", replace(config, keep_epochs=(1,)), resume=True, progress=False)
+    assert again.losses == first.losses
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "complete"

@@ -279,14 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--positive-fraction", type=float, default=0.5, help="share of PNEUMONIA patients (default 0.5)")
-    phantom.set_defaults(run=cmd_phantom)
+    phantom.set_defaults(handler=cmd_phantom)
 
     split = verbs.add_parser("split", help="add a patient-level, label-stratified train/val/test split to a manifest")
     split.add_argument("manifest")
     split.add_argument("-o", "--output", required=True, help="manifest to write")
     split.add_argument("--fractions", type=_fractions, help="train,val,test shares (default 0.7,0.1,0.2)")
     split.add_argument("--seed", type=int, default=0)
-    split.set_defaults(run=cmd_split)
+    split.set_defaults(handler=cmd_split)
 
     from cxrssl.data.sources import ADAPTERS
 
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--task", default="pneumonia", choices=("pneumonia", "all"), help="nih14: the paper's pneumonia task, or every image unlabelled")
     index.add_argument("--seed", type=int, default=0, help="nih14: seed of the matched 'No Finding' images")
     index.add_argument("--unlabelled", action="store_true", help="folder: every image below ROOT, without classes")
-    index.set_defaults(run=cmd_index)
+    index.set_defaults(handler=cmd_index)
 
     check = verbs.add_parser("check", help="decode every image of a manifest and report counts, sizes, unreadable files, duplicates, leaks")
     check.add_argument("manifest")
@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--limit", type=int, default=10, help="examples listed per problem (default 10)")
     check.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     check.add_argument("--quiet", action="store_true")
-    check.set_defaults(run=cmd_check)
+    check.set_defaults(handler=cmd_check)
 
     cache = verbs.add_parser("cache", help="decode a manifest once into a memory-mapped uint8 array that pretrain/probe read")
     cache.add_argument("manifest")
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--size", type=int, default=256, help="square side in pixels (default 256)")
     cache.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
     cache.add_argument("--quiet", action="store_true")
-    cache.set_defaults(run=cmd_cache)
+    cache.set_defaults(handler=cmd_cache)
 
     pretrain = verbs.add_parser("pretrain", help="SimCLR pretraining on the images of a manifest (labels ignored)")
     pretrain.add_argument("--data", required=True, help="manifest CSV of the unlabelled images, or a cache folder (cxrssl cache)")
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--device", choices=("auto", "cpu", "cuda"))
     pretrain.add_argument("--compile", action="store_true", help="torch.compile the model")
     pretrain.add_argument("--quiet", action="store_true", help="no progress bars")
-    pretrain.set_defaults(run=cmd_pretrain)
+    pretrain.set_defaults(handler=cmd_pretrain)
 
     def add_backbone_flags(verb) -> None:
         which = verb.add_mutually_exclusive_group(required=True)
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--data", required=True, help="manifest CSV or cache folder")
     extract.add_argument("-o", "--output", default="features.npz", help="npz with features, path, patient_id, label, split")
     extract.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
-    extract.set_defaults(run=cmd_extract)
+    extract.set_defaults(handler=cmd_extract)
 
     probe = verbs.add_parser("probe", help="logistic-regression probe of frozen features on a labelled manifest")
     add_backbone_flags(probe)
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C (default 5)")
     probe.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     probe.add_argument("--save-model", metavar="DIR", help="also save backbone + probe for `cxrssl predict` (safetensors + JSON)")
-    probe.set_defaults(run=cmd_probe)
+    probe.set_defaults(handler=cmd_probe)
 
     tsne = verbs.add_parser("tsne", help="t-SNE of frozen features, one panel per checkpoint (Fig. 3)")
     tsne.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint .json files, e.g. epochs 10 25 50 100")
@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsne.add_argument("-o", "--output", default="tsne.png", help="figure; the 2-D coordinates go to the same name .csv")
     tsne.add_argument("--seed", type=int, default=0)
     tsne.add_argument("--quiet", action="store_true")
-    tsne.set_defaults(run=cmd_tsne)
+    tsne.set_defaults(handler=cmd_tsne)
 
     gradcam = verbs.add_parser("gradcam", help="Grad-CAM grid of correct positives and a gallery of errors (Fig. 4, 5)")
     add_backbone_flags(gradcam)
@@ -379,13 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     gradcam.add_argument("-n", type=int, default=8, help="images per figure (default 8)")
     gradcam.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the probe run first")
     gradcam.add_argument("-o", "--output", default="gradcam.png", help="figure; errors go to <name>_errors.png")
-    gradcam.set_defaults(run=cmd_gradcam)
+    gradcam.set_defaults(handler=cmd_gradcam)
 
     predict = verbs.add_parser("predict", help="probability and class per image from a saved model")
     predict.add_argument("--model", required=True, help="folder written by `cxrssl probe --save-model`")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM)")
     predict.add_argument("--heatmaps", metavar="DIR", help="also write a Grad-CAM overlay per image here")
-    predict.set_defaults(run=cmd_predict)
+    predict.set_defaults(handler=cmd_predict)
 
     def add_sweep_flags(verb) -> None:
         verb.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
@@ -398,30 +398,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_flags(report)
     report.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
     report.add_argument("-o", "--output", default="report.html")
-    report.set_defaults(run=cmd_report)
+    report.set_defaults(handler=cmd_report)
 
     table = verbs.add_parser("table", help="Table III (markdown and CSV) from probe results")
     table.add_argument("results", nargs="+", help="result .json files of `cxrssl probe`")
     table.add_argument("-o", "--output", default="table.md", help="table.md; table.csv is written beside it")
-    table.set_defaults(run=cmd_table)
+    table.set_defaults(handler=cmd_table)
 
     sweep = verbs.add_parser("sweep", help="probe every saved checkpoint of a run; metric per epoch beside the loss (Fig. 2)")
     add_sweep_flags(sweep)
     sweep.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     sweep.add_argument("-o", "--output", help="folder for sweep.csv/json/png (default RUN/sweep_<dataset>)")
-    sweep.set_defaults(run=cmd_sweep)
+    sweep.set_defaults(handler=cmd_sweep)
 
     demo = verbs.add_parser("demo", help="the whole method end to end on phantom radiographs (a few minutes)")
     demo.add_argument("--out", default="cxrssl-demo", help="output folder (default ./cxrssl-demo)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        return args.handler(args) or 0
     except CxrsslError as error:
         print(f"cxrssl {args.verb}: error: {error}", file=sys.stderr)
         return 2

@@ -35,8 +35,8 @@ class PretrainConfig:
     fraction: float = 1.0  # share of patients used for pretraining
     keep_epochs: tuple[int, ...] = ()  # epochs whose checkpoints are kept; empty = every epoch
     device: str = "auto"  # auto, cpu, cuda
-    amp: bool = True  # bf16 autocast, on CUDA only
-    channels_last: bool = True  # on CUDA only
+    amp: bool = True  # bf16 autocast where the device has native bf16 (see hardware.py)
+    channels_last: bool = True  # NHWC tensors: faster convolutions on GPUs and on CPUs (oneDNN)
     compile: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 

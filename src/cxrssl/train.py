@@ -38,14 +38,16 @@ from cxrssl.data.manifest import Manifest, write_manifest
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.fileio import atomic_write_json, atomic_write_text
+from cxrssl.hardware import native_bf16
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import SimCLR
 
 LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s")
-# Settings that may differ when a run is resumed: extending it, or lowering the
-# learning rate after a divergence. Anything else would make a different run.
-RESUMABLE_CHANGES = {"epochs", "lr", "device", "compile"}
+# Settings that may differ when a run is resumed: extending it (with a new keep-list,
+# e.g. 10,25,50,100), or lowering the learning rate after a divergence. Anything
+# else would make a different run.
+RESUMABLE_CHANGES = {"epochs", "keep_epochs", "lr", "device", "compile"}
 
 
 @dataclass
@@ -185,9 +187,11 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             f"lower --batch-size or add images"
         )
 
+    use_bf16 = config.amp and native_bf16(device)
     if context.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
-        run.set_status("running", epochs_done=start_epoch, epochs=config.epochs)
+        state = "complete" if start_epoch >= config.epochs else "running"  # resuming a finished run trains nothing
+        run.set_status(state, epochs_done=start_epoch, epochs=config.epochs)
         atomic_write_json(
             run.config,
             {
@@ -202,6 +206,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
                 "fraction": config.fraction,
                 "processes": context.world_size,
                 "device": device.type,
+                "autocast": "bfloat16" if use_bf16 else "off",
                 "cxrssl_version": __version__,
                 "torch_version": torch.__version__,
             },
@@ -217,12 +222,11 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     tensors, state = load_tensors(run.state) if start_epoch else ({}, None)
     if state is not None:
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
-    use_cuda_extras = device.type == "cuda"
     if context.enabled:
         # Converting BatchNorm makes new parameters: do it before the optimiser sees them.
         model = sync_batchnorm(model, device.type)
     model = model.to(device)
-    if use_cuda_extras and config.channels_last:
+    if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if state is not None:  # load_state_dict moves the moments to the parameters' device
@@ -230,10 +234,10 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     for group in optimizer.param_groups:  # lr may have been lowered on resume
         group["lr"] = config.lr
     if context.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if use_cuda_extras else None)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         model = torch.compile(model)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda_extras and config.amp else nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     augment = BatchAugment(config.augment, config.image_size)
     sampler = DistributedSampler(
@@ -255,7 +259,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         for step in bar:
             batch = images.batch(order[step * per_rank_batch : (step + 1) * per_rank_batch]).to(device, non_blocking=True)
             view1, view2 = augment(batch, generator), augment(batch, generator)
-            if use_cuda_extras and config.channels_last:
+            if config.channels_last:
                 view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
             with autocast:
                 loss = model(view1, view2)

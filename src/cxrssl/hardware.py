@@ -1,0 +1,31 @@
+"""What the machine can do fast: native bfloat16 arithmetic.
+
+bf16 autocast roughly halves the cost of a training step where the hardware has
+bf16 arithmetic (CUDA GPUs from Ampere on; x86 CPUs with AVX512-BF16 or AMX, e.g.
+AMD Zen 4 or Intel Sapphire Rapids), and makes it slower where bf16 is emulated. So
+the `amp` setting means "bf16 autocast where it is native", decided here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False  # not Linux, or no flags: assume emulation
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
