@@ -16,13 +16,18 @@ import torch
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    """Whether a /proc/cpuinfo text lists a native bf16 instruction set."""
+    flags = next((line.split(":", 1)[-1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False  # not Linux, or no flags: assume emulation
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
+        return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return False  # not Linux: assume emulation, the safe choice
 
 
 def native_bf16(device: torch.device) -> bool:
