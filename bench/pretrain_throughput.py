@@ -31,11 +31,10 @@ from cxrssl.config import load_pretrain_config
 from cxrssl.data.cache import build_cache
 from cxrssl.data.io import load_square_images
 from cxrssl.data.manifest import read_manifest
-from cxrssl.hardware import native_bf16
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import BatchAugment
-from cxrssl.ssl.methods import SimCLR
 from cxrssl.train import pretrain
+from engine_step import engine_step, uses_bf16  # bench/ is the script's folder
 
 SHARED_POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool" / "labels.csv"
 
@@ -92,20 +91,8 @@ def main() -> None:
             augment(pixels, generator), augment(pixels, generator)
         augment_s = (time.perf_counter() - started) / args.steps
 
-        # The step exactly as the training loop runs it: channels_last, bf16 autocast where native.
-        use_bf16 = config.amp and native_bf16(torch.device("cpu"))
-        model = SimCLR(args.arch).to(memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        view1, view2 = augment(pixels, generator), augment(pixels, generator)
-        if config.channels_last:
-            view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
-
-        def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                loss = model(view1, view2)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        use_bf16 = uses_bf16(config)
+        step = engine_step(config, augment(pixels, generator), augment(pixels, generator))  # as the training loop runs it
 
         step()  # warm-up
         started = time.perf_counter()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The method end to end on real chest X-rays, on this machine's CPU cores (about 35 minutes):
+# The method end to end on real chest X-rays, on CPU cores (measured: 41 min on 2 shared cores in float32;
+# about half that where the CPU has native bf16, which the engine then uses):
 #   1. cache the 5,573 unlabelled films of shared/data/pool at 128 px;
-#   2. SimCLR-pretrain ResNet-18 on them with the cpu preset (EPOCHS epochs, about 3 min each on 2 cores);
+#   2. SimCLR-pretrain ResNet-18 on them with the cpu preset (EPOCHS epochs, 2-4 min each on 2 cores);
 #   3. sweep: probe every kept checkpoint (and the random start) on shared/data/nih_pneumonia
 #      (Pneumonia vs No findings, 1,000 images of 682 patients, 70/10/20 patient-level split);
 #   4. print the pretrained row beside the random-initialisation row, with 95 % CIs.

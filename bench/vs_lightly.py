@@ -41,6 +41,7 @@ from cxrssl.data.manifest import read_manifest
 from cxrssl.hardware import native_bf16
 from cxrssl.models import PIXEL_MEAN, PIXEL_STD, build_backbone
 from cxrssl.train import pretrain
+from engine_step import engine_step  # bench/ is the script's folder
 
 SHARED_POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool" / "labels.csv"
 
@@ -105,26 +106,13 @@ def cxrssl_epoch(cache: Path, workdir: Path, run: int, image_size: int, batch_si
     log = (folder / "log.csv").read_text().splitlines()
     end_to_end = float(log[1].split(",")[3])  # images_per_s of the epoch's training loop
 
+    from cxrssl.data.images import open_image_set
     from cxrssl.seeding import derived_generator
     from cxrssl.ssl.augment import BatchAugment
-    from cxrssl.ssl.methods import SimCLR
-    from cxrssl.data.images import open_image_set
 
     pixels = open_image_set(cache, image_size).batch(range(batch_size))
     augment = BatchAugment(config.augment, image_size)
-    view1, view2 = augment(pixels, derived_generator(0, 1)), augment(pixels, derived_generator(0, 2))
-    view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
-    model = SimCLR("resnet18").to(memory_format=torch.channels_last)  # as the training loop runs it
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-    use_bf16 = amp and native_bf16(torch.device("cpu"))
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            loss = model(view1, view2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    step = engine_step(config, augment(pixels, derived_generator(0, 1)), augment(pixels, derived_generator(0, 2)))
     step()
     started = time.perf_counter()
     for _ in range(3):

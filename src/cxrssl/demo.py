@@ -8,7 +8,6 @@ random initialisation.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path

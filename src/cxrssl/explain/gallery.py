@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from cxrssl.data.images import ImageSet
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.model import LinearProbe, ProbeModel

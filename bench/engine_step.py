@@ -1,0 +1,37 @@
+"""The cxrssl training step as `cxrssl.train` runs it on the CPU, for the benchmarks to time.
+
+channels_last model and views, bf16 autocast where the CPU has native bf16 (and the
+config allows it), SimCLR forward on both views as one batch, Adam.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from cxrssl.config import PretrainConfig
+from cxrssl.hardware import native_bf16
+from cxrssl.ssl.methods import SimCLR
+
+
+def uses_bf16(config: PretrainConfig) -> bool:
+    return config.amp and native_bf16(torch.device("cpu"))
+
+
+def engine_step(config: PretrainConfig, view1: torch.Tensor, view2: torch.Tensor) -> Callable[[], None]:
+    """A closure doing one optimisation step on these views (a fresh model and optimiser)."""
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = SimCLR(config.arch, config.hidden_features, config.out_features, config.temperature).to(memory_format=layout)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    view1, view2 = view1.contiguous(memory_format=layout), view2.contiguous(memory_format=layout)
+    bf16 = uses_bf16(config)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(view1, view2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
