@@ -27,7 +27,7 @@ from cxrssl.explain.gallery import draw_galleries
 from cxrssl.explain.tsne import tsne_panels
 from cxrssl.fileio import atomic_write_text
 from cxrssl.report.plots import plot_loss_curve
-from cxrssl.report.tables import HEADERS, format_cell
+from cxrssl.report.tables import HEADERS, metric_cells
 from cxrssl.train import RunFolder
 
 STYLE = """
@@ -59,10 +59,6 @@ def _table(header: list[str], rows: list[list[str]], css_class: str = "") -> str
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _metric_cells(result: dict) -> list[str]:
-    return [format_cell(result["metrics"][m], result["intervals_95"][m]) for m in METRICS]
-
-
 def _even_picks(items: list, count: int) -> list:
     if len(items) <= count:
         return items
@@ -76,10 +72,10 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, pos
     dataset = rows[0]["dataset"]
     table3 = _table(
         ["dataset", "pretext", *(HEADERS[m] for m in METRICS), "C", "test images"],
-        [[dataset, row["label"], *_metric_cells(row), row["chosen_c"], row["n_test"]] for row in (rows[-1], rows[0])],
+        [[dataset, row["label"], *metric_cells(row), row["chosen_c"], row["n_test"]] for row in (rows[-1], rows[0])],
         "table3",
     )
-    per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(_metric_cells(row)[:2]), row["chosen_c"]] for row in rows], "sweep")
+    per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(metric_cells(row)[:2]), row["chosen_c"]] for row in rows], "sweep")
     specs = _even_picks([BackboneSpec.from_checkpoint(path) for path in run.saved_checkpoints()], 4)
     tsne, _ = tsne_panels(specs, task, workdir / f"tsne_{index}.png", seed=seed, progress=progress)
     result = evaluate_backbone(final, task, positive, seed, bootstrap, progress=progress)

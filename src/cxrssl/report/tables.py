@@ -21,16 +21,25 @@ def format_cell(value: float, interval: tuple[float, float] | None) -> str:
     return f"{_percent(value)} [{_percent(interval[0])}–{_percent(interval[1])}]"
 
 
+def metric_cells(result: dict) -> list[str]:
+    """ACC, AUC, SEN, SPE, F1 of a ProbeResult.to_dict(), each with its interval when there is one."""
+    return [format_cell(result["metrics"][m], result.get("intervals_95", {}).get(m)) for m in METRICS]
+
+
+def _markdown(lead_headers: list[str], rows: list[tuple[list[str], dict]]) -> str:
+    """A markdown table: the leading cells of each row, then its metrics, C and test size."""
+    lines = [
+        "| " + " | ".join(lead_headers) + " | " + " | ".join(HEADERS[m] for m in METRICS) + " | C | test images |",
+        "|" + "---|" * len(lead_headers) + "---|" * (len(METRICS) + 2),
+    ]
+    for lead, result in rows:
+        lines.append("| " + " | ".join([*lead, *metric_cells(result)]) + f" | {result['chosen_c']} | {result['n_test']} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(rows: list[tuple[str, dict]]) -> str:
     """``rows`` are (row label, ProbeResult.to_dict()) pairs."""
-    lines = [
-        "| model | " + " | ".join(HEADERS[m] for m in METRICS) + " | C | test images |",
-        "|---|" + "---|" * (len(METRICS) + 2),
-    ]
-    for label, result in rows:
-        cells = [format_cell(result["metrics"][m], result.get("intervals_95", {}).get(m)) for m in METRICS]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {result['chosen_c']} | {result['n_test']} |")
-    return "\n".join(lines) + "\n"
+    return _markdown(["model"], [([label], result) for label, result in rows])
 
 
 def csv_table(rows: list[tuple[str, dict]]) -> str:
@@ -57,14 +66,7 @@ def paper_table_rows(results: list[dict]) -> list[tuple[str, str, dict]]:
 
 def paper_markdown_table(results: list[dict]) -> str:
     """Table III: rows = dataset × pretext (fraction and epoch, or a run label), percent with 95 % CIs."""
-    lines = [
-        "| dataset | pretext | " + " | ".join(HEADERS[m] for m in METRICS) + " | C | test images |",
-        "|---|---|" + "---|" * (len(METRICS) + 2),
-    ]
-    for dataset, pretext, result in paper_table_rows(results):
-        cells = [format_cell(result["metrics"][m], result.get("intervals_95", {}).get(m)) for m in METRICS]
-        lines.append(f"| {dataset} | {pretext} | " + " | ".join(cells) + f" | {result['chosen_c']} | {result['n_test']} |")
-    return "\n".join(lines) + "\n"
+    return _markdown(["dataset", "pretext"], [([dataset, pretext], result) for dataset, pretext, result in paper_table_rows(results)])
 
 
 def paper_csv_table(results: list[dict]) -> str:
