@@ -32,7 +32,7 @@ from cxrssl.checkpoint import (
     save_weights,
 )
 from cxrssl.config import PretrainConfig
-from cxrssl.data.images import open_image_set, read_rows
+from cxrssl.data.images import open_image_set, open_source, source_rows
 from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
@@ -170,8 +170,9 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     start_epoch = _check_resume(run, config, resume)
     seed_everything(config.seed)
     show = progress and context.is_main
-    data, manifest = manifest, read_rows(manifest)
-    images = open_image_set(data, config.image_size, show, rows=patient_share(manifest, config.fraction, config.seed))
+    source = open_source(manifest)
+    manifest = source_rows(source)
+    images = open_image_set(source, config.image_size, show, rows=patient_share(manifest, config.fraction, config.seed))
     subset = images.manifest
     if len(images) == 0:
         raise CxrsslError(

@@ -95,8 +95,8 @@ def build_cache(manifest: Manifest, folder: str | Path, size: int, workers: int 
     return CacheSummary(folder, len(kept), unreadable, size, time.perf_counter() - started)
 
 
-def open_cache(folder: str | Path, size: int | None = None) -> ImageSet:
-    """The cache as an ImageSet (memory-mapped); batches come out at ``size`` (default: the cache's)."""
+def open_cache(folder: str | Path) -> ImageSet:
+    """The cache as an ImageSet (memory-mapped), batches at the cache's size (``open_image_set`` picks another)."""
     folder = Path(folder)
     if folder.is_dir() and not is_cache(folder):
         raise ManifestError(f"{folder}: is a folder but not a complete cxrssl cache (no {INFO}); pass a manifest CSV, or build a cache with `cxrssl cache MANIFEST -o {folder}`")
@@ -112,5 +112,5 @@ def open_cache(folder: str | Path, size: int | None = None) -> ImageSet:
     manifest = read_manifest(folder / MANIFEST, check_files=False)  # the pixels are here even if the files moved
     pixels = np.memmap(folder / PIXELS, dtype=np.uint8, mode="r", shape=(count, side, side))
     rows = np.arange(count, dtype=np.int64)
-    return ImageSet(manifest, pixels, rows, size or side, read_unreadable_list(folder / UNREADABLE), f"cache {folder}")
+    return ImageSet(manifest, pixels, rows, side, read_unreadable_list(folder / UNREADABLE), f"cache {folder}")
 

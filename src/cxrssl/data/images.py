@@ -10,7 +10,7 @@ fly (bilinear with antialiasing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -49,31 +49,39 @@ def resize_batch(pixels: torch.Tensor, size: int) -> torch.Tensor:
     return resized.round_().clamp_(0, 255).to(torch.uint8).squeeze(1)
 
 
-def read_rows(data: str | Path | Manifest) -> Manifest:
-    """The rows of a manifest (file or object) or of a cache folder, without decoding anything."""
-    if isinstance(data, Manifest):
+def open_source(data: str | Path | Manifest | ImageSet) -> Manifest | ImageSet:
+    """A manifest file as a Manifest, a cache folder as a memory-mapped ImageSet; nothing decoded.
+
+    Callers read a source once, choose rows from ``source_rows(source)``, then pass
+    the source itself to ``open_image_set``, so no manifest is read and validated twice.
+    """
+    if isinstance(data, (Manifest, ImageSet)):
         return data
-    data = Path(data)
-    if data.is_dir():
+    if Path(data).is_dir():
         from cxrssl.data.cache import open_cache
 
-        return open_cache(data).manifest
+        return open_cache(data)
     return read_manifest(data)
 
 
-def open_image_set(data: str | Path | Manifest, size: int, progress: bool = True, rows: Sequence[int] | None = None) -> ImageSet:
-    """Pixels of the readable images of a manifest (file or object) or a cache folder.
+def source_rows(source: Manifest | ImageSet) -> Manifest:
+    """The rows of an opened source: the manifest itself, or the cache's manifest."""
+    return source.manifest if isinstance(source, ImageSet) else source
 
-    ``rows`` (indices into ``read_rows(data)``) picks images before anything is
-    decoded, so pretraining on 1 % of a large manifest decodes only that 1 %.
+
+def open_image_set(
+    data: str | Path | Manifest | ImageSet, size: int, progress: bool = True, rows: Sequence[int] | None = None
+) -> ImageSet:
+    """Pixels of the readable images of a manifest (file or object) or a cache (folder or opened).
+
+    ``rows`` (indices into ``source_rows(open_source(data))``) picks images before
+    anything is decoded, so pretraining on 1 % of a large manifest decodes only that 1 %.
     """
-    if not isinstance(data, Manifest) and Path(data).is_dir():
-        from cxrssl.data.cache import open_cache
-
-        images = open_cache(data, size)
+    source = open_source(data)
+    if isinstance(source, ImageSet):
+        images = source if source.size == size else replace(source, size=size)
         return images if rows is None else images.select(rows)
-    manifest = read_rows(data)
-    return decode_manifest(manifest if rows is None else manifest.select(list(rows)), size, progress)
+    return decode_manifest(source if rows is None else source.select(list(rows)), size, progress)
 
 
 def decode_manifest(manifest: Manifest, size: int, progress: bool = True) -> ImageSet:

@@ -7,7 +7,7 @@ import io
 import math
 from pathlib import Path
 
-from cxrssl.data.images import ImageSet, open_image_set, read_rows
+from cxrssl.data.images import ImageSet, open_image_set, open_source, source_rows
 from cxrssl.data.manifest import Manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
@@ -17,11 +17,12 @@ from cxrssl.fileio import atomic_write_text
 
 def load_task(data: str | Path | Manifest, image_size: int, progress: bool = True) -> ImageSet:
     """The readable, labelled images of a task (manifest or cache), decoded once."""
-    manifest = read_rows(data)
+    source = open_source(data)
+    manifest = source_rows(source)
     labelled = [i for i, row in enumerate(manifest.rows) if row.label]
     if not labelled:
         raise CxrsslError(f"{manifest.name}: no row has a label; the probe needs a labelled task manifest")
-    images = open_image_set(data, image_size, progress, rows=labelled)
+    images = open_image_set(source, image_size, progress, rows=labelled)
     if images.unreadable:
         first_path, reason = images.unreadable[0]
         print(f"warning: skipped {len(images.unreadable)} unreadable image(s) of {manifest.name}, e.g. {first_path} ({reason})")
