@@ -257,9 +257,9 @@ def cmd_table(args) -> None:
 def cmd_sweep(args) -> None:
     from cxrssl.eval.sweep import sweep_run
 
-    rows, out_dir = sweep_run(args.run, args.task, args.output, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
-    best = max(rows, key=lambda row: row["metrics"]["auc"])
-    print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {out_dir}/sweep.csv, sweep.json, sweep.png")
+    sweep = sweep_run(args.run, args.task, args.output, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
+    best = max(sweep.rows, key=lambda row: row["metrics"]["auc"])
+    print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {sweep.folder}/sweep.csv, sweep.json, sweep.png")
 
 
 def cmd_demo(args) -> None:

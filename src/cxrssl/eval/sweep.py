@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from cxrssl.data.images import ImageSet
@@ -17,9 +18,18 @@ from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.probe import ProbeResult
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_sweep
 from cxrssl.train import RunFolder
+
+
+@dataclass
+class Sweep:
+    rows: list[dict]  # result_payload of each backbone, with its epoch
+    folder: Path  # where sweep.csv, sweep.json and sweep.png are
+    specs: list[BackboneSpec]  # the random start, then every saved checkpoint
+    results: list[ProbeResult]  # one per spec, fitted probe included
 
 
 def sweep_run(
@@ -31,7 +41,7 @@ def sweep_run(
     bootstrap: int = 1000,
     progress: bool = True,
     task: ImageSet | None = None,
-) -> tuple[list[dict], Path]:
+) -> Sweep:
     """Probe every checkpoint of ``run_dir`` on the task; write sweep.csv, sweep.json and sweep.png.
 
     ``task``: the task's images when the caller has decoded them already.
@@ -45,9 +55,10 @@ def sweep_run(
     pretrain_seed = int(json.loads(run.config.read_text())["pretrain"]["seed"]) if run.config.is_file() else 0
     specs = [BackboneSpec.random(first.arch, first.image_size, pretrain_seed)] + [BackboneSpec.from_checkpoint(c) for c in checkpoints]
     task = task or load_task(task_data, first.image_size, progress)
-    rows = []
+    rows, results = [], []
     for spec in specs:
         result = evaluate_backbone(spec, task, positive, seed, bootstrap, progress=progress)
+        results.append(result)
         rows.append({"epoch": spec.epoch, **result_payload(spec, task_data, result)})
         if progress:
             print(f"epoch {spec.epoch:4d}: AUC {result.metrics['auc']:.3f}  ACC {result.metrics['accuracy']:.3f}")
@@ -56,7 +67,7 @@ def sweep_run(
     atomic_write_text(out_dir / "sweep.csv", _sweep_csv(rows, log))
     loss_epochs = [int(entry["epoch"]) for entry in log]
     plot_sweep(loss_epochs, [float(entry["loss"]) for entry in log], rows, out_dir / "sweep.png", title=f"{run.root.name} on {rows[0]['dataset']}")
-    return rows, out_dir
+    return Sweep(rows, out_dir, specs, results)
 
 
 def _sweep_csv(rows: list[dict], log: list[dict]) -> str:

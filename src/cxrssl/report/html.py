@@ -19,7 +19,7 @@ import numpy as np
 
 from cxrssl import __version__
 from cxrssl.errors import CxrsslError
-from cxrssl.eval.evaluate import evaluate_backbone, load_task
+from cxrssl.eval.evaluate import load_task
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
 from cxrssl.eval.sweep import sweep_run
@@ -66,9 +66,10 @@ def _even_picks(items: list, count: int) -> list:
 
 
 def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, positive: str | None, seed: int, bootstrap: int, progress: bool) -> str:
-    final = BackboneSpec.from_checkpoint(run.saved_checkpoints()[-1])
-    task = load_task(task_path, final.image_size, progress)
-    rows, sweep_dir = sweep_run(run.root, task_path, workdir / f"sweep_{index}", positive, seed, bootstrap, progress, task=task)
+    image_size = BackboneSpec.from_checkpoint(run.saved_checkpoints()[-1]).image_size
+    task = load_task(task_path, image_size, progress)
+    sweep = sweep_run(run.root, task_path, workdir / f"sweep_{index}", positive, seed, bootstrap, progress, task=task)
+    rows, final, result = sweep.rows, sweep.specs[-1], sweep.results[-1]
     dataset = rows[0]["dataset"]
     table3 = _table(
         ["dataset", "pretext", *(HEADERS[m] for m in METRICS), "C", "test images"],
@@ -76,9 +77,7 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, pos
         "table3",
     )
     per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(metric_cells(row)[:2]), row["chosen_c"]] for row in rows], "sweep")
-    specs = _even_picks([BackboneSpec.from_checkpoint(path) for path in run.saved_checkpoints()], 4)
-    tsne, _ = tsne_panels(specs, task, workdir / f"tsne_{index}.png", seed=seed, progress=progress)
-    result = evaluate_backbone(final, task, positive, seed, bootstrap, progress=progress)
+    tsne, _ = tsne_panels(_even_picks(sweep.specs[1:], 4), task, workdir / f"tsne_{index}.png", seed=seed, progress=progress)
     gradcam, errors = draw_galleries(final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png")
     counts = task.manifest.label_counts()
     return "\n".join(
@@ -92,7 +91,7 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, pos
             table3,
             '<p class="meta">Percent, 95 % bootstrap intervals over test patients.</p>',
             "<h3>Downstream probe per checkpoint</h3>",
-            _figure(sweep_dir / "sweep.png", "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (right)"),
+            _figure(sweep.folder / "sweep.png", "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (right)"),
             per_epoch,
             "<h3>t-SNE of frozen features</h3>",
             _figure(tsne, "t-SNE per checkpoint, coloured by class (all labelled images)"),
