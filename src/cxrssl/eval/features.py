@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cxrssl.checkpoint import load_backbone
+from cxrssl.checkpoint import load_backbone, read_metadata
 from cxrssl.data.images import ImageSet
 from cxrssl.errors import CxrsslError
 from cxrssl.fileio import atomic_save_npz
@@ -66,7 +66,7 @@ class BackboneSpec:
         path = Path(path)
         if not path.is_file():
             raise CxrsslError(f"{path}: no such checkpoint; pass the .json file of a checkpoint in a run's checkpoints/ folder")
-        metadata = json.loads(path.read_text())
+        metadata, _ = read_metadata(path)  # checks the format and that the weights are whole
         fraction = metadata.get("config", {}).get("fraction")
         return cls(metadata["arch"], int(metadata["image_size"]), path, epoch=int(metadata["epoch"]), pretext_fraction=fraction)
 
