@@ -1,4 +1,4 @@
-"""The cxrssl training step as `cxrssl.train` runs it on the CPU, for the benchmarks to time.
+"""The cxrssl training step (``cxrssl.engine.training_step``) as `cxrssl.train` sets it up on the CPU, for the benchmarks to time.
 
 channels_last model and views, bf16 autocast where the CPU has native bf16 (and the
 config allows it), SimCLR forward on both views as one batch, Adam.
@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from cxrssl.config import PretrainConfig
+from cxrssl.engine import make_optimizer, training_step
 from cxrssl.hardware import native_bf16
 from cxrssl.ssl.methods import SimCLR
 
@@ -23,15 +24,11 @@ def engine_step(config: PretrainConfig, view1: torch.Tensor, view2: torch.Tensor
     """A closure doing one optimisation step on these views (a fresh model and optimiser)."""
     layout = torch.channels_last if config.channels_last else torch.contiguous_format
     model = SimCLR(config.arch, config.hidden_features, config.out_features, config.temperature).to(memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    view1, view2 = view1.contiguous(memory_format=layout), view2.contiguous(memory_format=layout)
-    bf16 = uses_bf16(config)
+    optimizer = make_optimizer(model.parameters(), config.lr, config.weight_decay, torch.device("cpu"))
+    views = view1.contiguous(memory_format=layout), view2.contiguous(memory_format=layout)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=uses_bf16(config))
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(view1, view2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(model, optimizer, views, autocast)
 
     return step

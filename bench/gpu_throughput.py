@@ -2,12 +2,14 @@
 
 Called by bench/gpu.sh. Self-contained on purpose: it needs only torch, torchvision
 and numpy (the GPU machine may lack the project's other dependencies), and imports
-just cxrssl's model, augmentation and loss, which are what it measures.
+only cxrssl's training engine (``cxrssl.engine``: batch feeder, augmentation, step,
+loss tracking), so what it times is the loop ``cxrssl pretrain`` runs.
 
 For each batch size: pixels come from a uint8 array on disk (memory-mapped, as
-`cxrssl cache` writes it), are copied to the GPU, augmented there (module A, two
-views), and trained on with bf16 autocast and channels_last (eager, then
-torch.compile). It prints images/s (source images; each gives two views), the
+`cxrssl cache` writes it), are read ahead in a thread and copied to the GPU from
+pinned memory, augmented there (module A, two views), and trained on with bf16
+autocast, channels_last and fused Adam (eager, then torch.compile); the loss is read
+back every few steps, as in training. It prints images/s (source images; each gives two views), the
 FLOPs of one step counted by torch.utils.flop_counter, achieved TFLOP/s, MFU against
 both the measured bf16 matmul peak and the datasheet peak, peak memory, and the
 projected wall time of EPOCHS epochs over DATASET images.
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, sync_interval, training_step, two_views
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import AugmentConfig, BatchAugment
 from cxrssl.ssl.methods import SimCLR
@@ -59,50 +62,45 @@ def make_cache(folder: Path, count: int, side: int) -> np.memmap:
 def run(args, device, cache, batch: int, compiled: bool) -> dict:
     torch.manual_seed(0)
     model = SimCLR(args.arch).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+    optimizer = make_optimizer(model.parameters(), 5e-4, 0.0, device)
     forward = torch.compile(model) if compiled else model
     augment = BatchAugment(AugmentConfig(), args.image_size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     order = np.random.default_rng(batch).permutation(len(cache))
+    read_every = sync_interval(device)
 
-    def batch_views(step: int):
-        rows = np.sort(order[(step * batch) % (len(cache) - batch) :][:batch])
-        pixels = torch.from_numpy(np.ascontiguousarray(cache[rows]))
-        pixels = (pixels.pin_memory() if device.type == "cuda" else pixels).to(device, non_blocking=True)
-        generator = derived_generator(0, step)
-        views = augment(pixels, generator), augment(pixels, generator)
-        return [view.contiguous(memory_format=torch.channels_last) for view in views]
+    def load(indices) -> torch.Tensor:  # as ImageSet.batch reads a cache of the training size
+        return torch.from_numpy(np.ascontiguousarray(cache[np.asarray(indices)]))
 
-    def step(views) -> torch.Tensor:
-        with autocast:
-            loss = forward(*views)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss
+    def train_steps(steps: int) -> float:
+        """Images/s over ``steps`` steps of the training loop: feeder, GPU augmentation, step, loss reads."""
+        batches = BatchFeeder(load, np.resize(order, steps * batch), batch, device)
+        tracker, generator = LossTracker(device), derived_generator(0, batch)
+        started = time.perf_counter()
+        for step, pixels in enumerate(batches):
+            tracker.add(training_step(forward, optimizer, two_views(augment, pixels, generator, True), autocast), step)
+            if (step + 1) % read_every == 0:
+                tracker.diverged_at()
+        if tracker.diverged_at() is not None:
+            raise SystemExit(f"{args.arch} batch {batch}: the loss diverged")
+        synchronize(device)
+        return steps * batch / (time.perf_counter() - started)
 
     started = time.perf_counter()
-    for warm in range(args.warmup):
-        step(batch_views(warm)).item()
-    synchronize(device)
+    train_steps(args.warmup)  # compilation, cuDNN autotuning, allocator growth
     warmup_s = time.perf_counter() - started
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    for index in range(args.steps):
-        loss = step(batch_views(index))
-        loss.item()  # as the training loop does: it checks every loss for NaN
-    synchronize(device)
-    end_to_end = args.steps * batch / (time.perf_counter() - started)
-    views = batch_views(0)
+    end_to_end = train_steps(args.steps)
+    views = two_views(augment, load(order[:batch]).to(device), derived_generator(1, batch), True)
     synchronize(device)
     started = time.perf_counter()
     for _ in range(args.steps):
-        step(views)
+        training_step(forward, optimizer, views, autocast)
     synchronize(device)
     compute_only = args.steps * batch / (time.perf_counter() - started)
-    with FlopCounterMode(display=False) as counter:
-        step(batch_views(1))
+    with FlopCounterMode(display=False) as counter:  # the eager model: the same FLOPs, counted reliably
+        training_step(model, optimizer, views, autocast)
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"images_per_s": end_to_end, "compute_only": compute_only, "flops_per_step": counter.get_total_flops(), "peak_gib": peak_gib, "warmup_s": warmup_s}
 
@@ -111,7 +109,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="wide_resnet50_2")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--cache-side", type=int, default=256, help="side of the cached uint8 images (crops are resized to --image-size)")
     parser.add_argument("--cache-images", type=int, default=4096)
     parser.add_argument("--batches", default="128,256")
     parser.add_argument("--steps", type=int, default=20)
@@ -130,7 +127,7 @@ def main() -> None:
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32, size=8192 if device.type == "cuda" else 1024, repeats=20 if device.type == "cuda" else 3)
     print(f"measured matmul peak: {peak:.1f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'}); datasheet {args.datasheet_tflops:.0f}")
     with tempfile.TemporaryDirectory() as workdir:
-        cache = make_cache(Path(workdir), args.cache_images, args.cache_side)
+        cache = make_cache(Path(workdir), args.cache_images, args.image_size)
         for batch in (int(b) for b in args.batches.split(",")):
             for compiled in ((False, True) if args.compile == "auto" else (False,)):
                 result = run(args, device, cache, batch, compiled)

@@ -1,4 +1,4 @@
-"""What the machine can do fast: native bfloat16 arithmetic.
+"""What the machine has and can do fast: which device to run on, and native bfloat16 arithmetic.
 
 bf16 autocast roughly halves the cost of a training step where the hardware has
 bf16 arithmetic (CUDA GPUs from Ampere on; x86 CPUs with AVX512-BF16 or AMX, e.g.
@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+
+from cxrssl.errors import ConfigError
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -34,3 +36,12 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto``: the GPU when one is visible (hide it with CUDA_VISIBLE_DEVICES=""), else the CPU."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")

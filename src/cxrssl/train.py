@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,9 +35,10 @@ from cxrssl.data.images import open_image_set, open_source, source_rows
 from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, sync_interval, training_step, two_views
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.fileio import atomic_write_json, atomic_write_text
-from cxrssl.hardware import native_bf16
+from cxrssl.hardware import native_bf16, resolve_device
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import SimCLR
@@ -69,14 +69,6 @@ def patient_share(manifest: Manifest, fraction: float, seed: int) -> list[int]:
     chosen = set(rng.permutation(len(patients))[:count].tolist())
     chosen_patients = {patients[i] for i in chosen}
     return [i for i, key in enumerate(manifest.patient_keys) if key in chosen_patients]
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    if requested == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
 
 
 class RunFolder:
@@ -229,7 +221,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model.parameters(), config.lr, config.weight_decay, device)
     if state is not None:  # load_state_dict moves the moments to the parameters' device
         optimizer.load_state_dict(optimizer_from_tensors(tensors, state["optimizer"]))
     for group in optimizer.param_groups:  # lr may have been lowered on resume
@@ -245,6 +237,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         range(len(images)), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed, drop_last=True
     )
     steps_per_epoch = len(sampler) // per_rank_batch
+    check_every = sync_interval(device)
     losses = [float(row["loss"]) for row in log_rows]
     checkpoints = []
     last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
@@ -252,28 +245,21 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     for epoch in range(start_epoch + 1, last_epoch + 1):
         model.train()
         sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
+        batches = BatchFeeder(images.batch, list(sampler), per_rank_batch, device)
         generator = derived_generator(config.seed, epoch, context.rank)
+        tracker = LossTracker(device)
         started = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not show, leave=False)
-        for step in bar:
-            batch = images.batch(order[step * per_rank_batch : (step + 1) * per_rank_batch]).to(device, non_blocking=True)
-            view1, view2 = augment(batch, generator), augment(batch, generator)
-            if config.channels_last:
-                view1, view2 = view1.contiguous(memory_format=torch.channels_last), view2.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                loss = model(view1, view2)
-            _stop_if_diverged(loss, epoch, step, run, context)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach().double().cpu()
-            seen = (step + 1) * config.batch_size
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not show, leave=False)
+        for step, pixels in enumerate(batches):
+            views = two_views(augment, pixels, generator, config.channels_last)
+            tracker.add(training_step(model, optimizer, views, autocast), step)
+            if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
+                _stop_if_diverged(tracker, epoch, run, context)
+                bar.update(step + 1 - bar.n)
+                bar.set_postfix(loss=f"{float(tracker.last):.4f}", img_s=f"{(step + 1) * config.batch_size / (time.perf_counter() - started):.1f}")
         bar.close()
         wall = time.perf_counter() - started
-        epoch_loss = _mean_over_processes(loss_sum / steps_per_epoch, context)
+        epoch_loss = _mean_over_processes(tracker.total / steps_per_epoch, context)
         losses.append(epoch_loss)
         log_rows.append(
             {
@@ -305,19 +291,21 @@ def _mean_over_processes(value: torch.Tensor, context: DistributedContext) -> fl
     return float(value)
 
 
-def _stop_if_diverged(loss: torch.Tensor, epoch: int, step: int, run: RunFolder, context: DistributedContext) -> None:
-    bad = torch.tensor([0.0 if math.isfinite(loss.item()) else 1.0])
+def _stop_if_diverged(tracker: LossTracker, epoch: int, run: RunFolder, context: DistributedContext) -> None:
+    diverged = tracker.diverged_at()
+    # On the training device: NCCL reduces only GPU tensors.
+    bad = torch.tensor([0.0 if diverged is None else 1.0], device=tracker.total.device)
     if context.enabled:
         torch.distributed.all_reduce(bad)  # every process stops together
     if bad.item() == 0:
         return
     saved = run.saved_checkpoints()
     last_good = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint had been saved yet"
+    where = f"the loss became {diverged[1]} at epoch {epoch}, step {diverged[0] + 1}" if diverged else f"another process's loss diverged at epoch {epoch}"
     if context.is_main:
-        run.set_status("diverged", epoch=epoch, step=step)
+        run.set_status("diverged", epoch=epoch, step=diverged[0] + 1 if diverged else None)
     raise TrainingDiverged(
-        f"{run.root}: the loss became {loss.item()} at epoch {epoch}, step {step + 1}; {last_good} "
-        f"(the resumable state is from the end of epoch {epoch - 1}); lower --lr and continue with --resume"
+        f"{run.root}: {where}; {last_good} (the resumable state is from the end of epoch {epoch - 1}); lower --lr and continue with --resume"
     )
 
 

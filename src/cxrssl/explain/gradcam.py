@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrssl.hardware import resolve_device
 from cxrssl.models import normalize_pixels
 
 
@@ -29,15 +30,18 @@ def gradcam_maps(model: nn.Module, target_layer: nn.Module, pixels: torch.Tensor
     """(N, S, S) heat maps in [0, 1] for the positive-class logit (model output column 0).
 
     ``pixels``: (N, S, S) uint8. Each map is scaled to its own maximum by the library.
+    Runs on the GPU when one is visible, like feature extraction (which may already
+    have moved the backbone there).
     """
     from pytorch_grad_cam import GradCAM  # optional at import time: only explanations need it
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    model = model.eval()
+    device = resolve_device()
+    model = model.to(device).eval()
     maps = []
     with GradCAM(model=model, target_layers=[target_layer]) as cam:
         for start in range(0, len(pixels), batch_size):
-            inputs = normalize_pixels(pixels[start : start + batch_size].unsqueeze(1))
+            inputs = normalize_pixels(pixels[start : start + batch_size].unsqueeze(1).to(device))
             maps.append(cam(input_tensor=inputs, targets=[ClassifierOutputTarget(0)] * len(inputs)))
     return np.concatenate(maps) if maps else np.zeros((0, *pixels.shape[1:]), np.float32)
 

@@ -1,0 +1,134 @@
+"""The SimCLR training step and what feeds it, shared by ``cxrssl.train`` and the benchmarks.
+
+Three pieces, each written so that a GPU is never left waiting on the host:
+
+- ``BatchFeeder`` reads the next uint8 batch (from memory or a memory-mapped cache)
+  in a background thread and copies it to the device from pinned memory while the
+  current batch trains;
+- ``training_step`` augments a batch into two views on its device and does one
+  optimisation step, returning the loss as a tensor (reading it would wait for the GPU);
+- ``LossTracker`` sums the losses and notes the first step whose loss was not finite
+  on the device; the loop reads it every few steps rather than after every step.
+
+The benchmarks import these rather than copying them, so what they time is what
+``cxrssl pretrain`` runs.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from cxrssl.ssl.augment import BatchAugment
+
+# How often the loop reads the loss back on a GPU. Reading it makes the host wait
+# for every queued kernel, after which the GPU idles while the host prepares the
+# next step. A divergence found late loses nothing: the resumable state is written
+# only at the end of an epoch.
+GPU_SYNC_EVERY = 16
+
+
+def sync_interval(device: torch.device) -> int:
+    """Steps between reads of the loss: on a CPU a read costs nothing, so every step."""
+    return GPU_SYNC_EVERY if device.type == "cuda" else 1
+
+
+class BatchFeeder:
+    """The batches of one epoch, on ``device``, the next one read while the current one trains.
+
+    ``load(indices)`` returns (B, S, S) uint8 pixels on the CPU (``ImageSet.batch``).
+    The batches are ``order`` cut into runs of ``batch_size``; a last, shorter run is
+    dropped, as the sampler already dropped what did not divide among processes.
+    """
+
+    def __init__(
+        self,
+        load: Callable[[Sequence[int]], torch.Tensor],
+        order: Sequence[int],
+        batch_size: int,
+        device: torch.device,
+        prefetch: bool | None = None,
+    ):
+        self.load = load
+        self.order = torch.as_tensor(order, dtype=torch.int64)
+        self.batch_size = batch_size
+        self.device = device
+        # On a CPU both cores are busy with the step and reading a batch is about 1 %
+        # of it, so a second thread would only compete with the step for the cores.
+        self.prefetch = device.type == "cuda" if prefetch is None else prefetch
+
+    def __len__(self) -> int:
+        return len(self.order) // self.batch_size
+
+    def _read(self, step: int) -> torch.Tensor:
+        pixels = self.load(self.order[step * self.batch_size : (step + 1) * self.batch_size].numpy())
+        if self.device.type == "cuda":
+            # From pinned memory the copy is asynchronous and overlaps the running step.
+            return pixels.pin_memory().to(self.device, non_blocking=True)
+        return pixels.to(self.device)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if not self.prefetch:
+            for step in range(len(self)):
+                yield self._read(step)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxrssl-batches") as reader:
+            upcoming = reader.submit(self._read, 0) if len(self) else None
+            for step in range(len(self)):
+                batch = upcoming.result()
+                if step + 1 < len(self):
+                    upcoming = reader.submit(self._read, step + 1)
+                yield batch
+
+
+def two_views(augment: BatchAugment, pixels: torch.Tensor, generator: torch.Generator, channels_last: bool):
+    """Two independent augmentations of a uint8 batch, on the batch's device."""
+    views = augment(pixels, generator), augment(pixels, generator)
+    if channels_last:
+        views = tuple(view.contiguous(memory_format=torch.channels_last) for view in views)
+    return views
+
+
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    views: tuple[torch.Tensor, torch.Tensor],
+    autocast: AbstractContextManager | None = None,
+) -> torch.Tensor:
+    """One SimCLR optimisation step on two views; the loss, detached and not read back."""
+    with autocast or nullcontext():
+        loss = model(*views)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def make_optimizer(parameters, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
+    # On a GPU the fused Adam updates every parameter in one kernel, not one per tensor.
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
+
+
+class LossTracker:
+    """An epoch's loss sum and its first non-finite step, kept on the device until read."""
+
+    def __init__(self, device: torch.device):
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)
+        self.first_bad_loss = torch.zeros((), device=device)
+        self.last = torch.zeros((), device=device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        self.total += loss.double()
+        newly_bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(newly_bad, step, self.first_bad_step)
+        self.first_bad_loss = torch.where(newly_bad, loss.float(), self.first_bad_loss)
+        self.last = loss
+
+    def diverged_at(self) -> tuple[int, float] | None:
+        """(step from 0, loss) of the first NaN or infinite loss, or None; waits for the device."""
+        step = int(self.first_bad_step)
+        return None if step < 0 else (step, float(self.first_bad_loss))
