@@ -11,7 +11,7 @@ pinned memory, augmented there (module A, two views), and trained on with bf16
 autocast, channels_last and fused Adam (eager, then torch.compile); the loss is read
 back every few steps, as in training. It prints images/s (source images; each gives two views), the
 FLOPs of one step counted by torch.utils.flop_counter, achieved TFLOP/s, MFU against
-both the measured bf16 matmul peak and the datasheet peak, peak memory, and the
+both the measured bf16 matmul peak and a reference peak (790 TFLOP/s by default), peak memory, and the
 projected wall time of EPOCHS epochs over DATASET images.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, sync_interval, training_step, two_views
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, sync_interval, training_step, two_views
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import AugmentConfig, BatchAugment
 from cxrssl.ssl.methods import SimCLR
@@ -63,7 +63,8 @@ def run(args, device, cache, batch: int, compiled: bool) -> dict:
     torch.manual_seed(0)
     model = SimCLR(args.arch).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model.parameters(), 5e-4, 0.0, device)
-    forward = torch.compile(model) if compiled else model
+    torch._dynamo.reset()  # a fresh compilation per batch size, not a dynamic-shape recompile
+    forward = torch.compile(model, dynamic=False) if compiled else model
     augment = BatchAugment(AugmentConfig(), args.image_size)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     order = np.random.default_rng(batch).permutation(len(cache))
@@ -115,21 +116,24 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--compile", choices=("auto", "off"), default="auto", help="auto: also measure torch.compile")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--datasheet-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU (H100/H200 SXM: 989)")
+    parser.add_argument(
+        "--reference-tflops", type=float, default=790.0,
+        help="bf16 peak that MFU is also given against: 790, the H200 figure the project's 45 %% MFU goal is set against (the SXM datasheet says 989)",
+    )
     parser.add_argument("--dataset-images", type=int, default=224_316, help="CheXpert's images")
     parser.add_argument("--epochs", type=int, default=100)
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
+        prepare_device(device)
         print(f"{torch.cuda.get_device_name(device)}; torch {torch.__version__}")
     peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32, size=8192 if device.type == "cuda" else 1024, repeats=20 if device.type == "cuda" else 3)
-    print(f"measured matmul peak: {peak:.1f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'}); datasheet {args.datasheet_tflops:.0f}")
+    print(f"measured matmul peak: {peak:.1f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'}); reference peak {args.reference_tflops:.0f}")
     with tempfile.TemporaryDirectory() as workdir:
         cache = make_cache(Path(workdir), args.cache_images, args.image_size)
-        for batch in (int(b) for b in args.batches.split(",")):
-            for compiled in ((False, True) if args.compile == "auto" else (False,)):
+        # Eager first for every batch size: if time runs out, it is a compiled figure that is lost.
+        for compiled in (False, True) if args.compile == "auto" else (False,):
+            for batch in (int(b) for b in args.batches.split(",")):
                 result = run(args, device, cache, batch, compiled)
                 tflops = result["flops_per_step"] * result["images_per_s"] / batch / 1e12
                 hours = args.epochs * args.dataset_images / result["images_per_s"] / 3600
@@ -137,7 +141,7 @@ def main() -> None:
                     f"{args.arch} {args.image_size}px batch {batch:4d} {'compiled' if compiled else 'eager   '}: "
                     f"{result['images_per_s']:8.1f} img/s end to end ({result['compute_only']:8.1f} compute only), "
                     f"{result['flops_per_step'] / batch / 2 / 1e9:5.1f} GFLOP per view, {tflops:6.1f} TFLOP/s, "
-                    f"MFU {100 * tflops / peak:5.1f} % of measured / {100 * tflops / args.datasheet_tflops:5.1f} % of datasheet, "
+                    f"MFU {100 * tflops / peak:5.1f} % of measured / {100 * tflops / args.reference_tflops:5.1f} % of reference peak, "
                     f"peak memory {result['peak_gib']:.1f} GiB, {args.epochs} epochs x {args.dataset_images} images: {hours:.2f} h "
                     f"(warm-up {result['warmup_s']:.0f} s)",
                     flush=True,

@@ -1,14 +1,16 @@
 """The SimCLR training step and what feeds it, shared by ``cxrssl.train`` and the benchmarks.
 
-Three pieces, each written so that a GPU is never left waiting on the host:
+Each piece is written so that a GPU is never left waiting on the host:
 
 - ``BatchFeeder`` reads the next uint8 batch (from memory or a memory-mapped cache)
   in a background thread and copies it to the device from pinned memory while the
   current batch trains;
-- ``training_step`` augments a batch into two views on its device and does one
+- ``two_views`` augments a batch twice on its own device; ``training_step`` does one
   optimisation step, returning the loss as a tensor (reading it would wait for the GPU);
 - ``LossTracker`` sums the losses and notes the first step whose loss was not finite
-  on the device; the loop reads it every few steps rather than after every step.
+  on the device; the loop reads it every few steps rather than after every step;
+- ``prepare_device`` and ``make_optimizer`` choose cuDNN autotuning, TF32 and fused
+  Adam on a GPU.
 
 The benchmarks import these rather than copying them, so what they time is what
 ``cxrssl pretrain`` runs.
@@ -29,6 +31,16 @@ from cxrssl.ssl.augment import BatchAugment
 # next step. A divergence found late loses nothing: the resumable state is written
 # only at the end of an epoch.
 GPU_SYNC_EVERY = 16
+
+
+def prepare_device(device: torch.device) -> None:
+    """Let cuDNN time its algorithms (every step has the same shapes: the last, short
+    batch is dropped) and let float32 matmuls use TF32, as bf16 autocast already
+    trades that precision in the convolutions."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def sync_interval(device: torch.device) -> int:

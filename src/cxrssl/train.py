@@ -35,7 +35,7 @@ from cxrssl.data.images import open_image_set, open_source, source_rows
 from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
-from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, sync_interval, training_step, two_views
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, sync_interval, training_step, two_views
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.hardware import native_bf16, resolve_device
@@ -159,6 +159,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
+    prepare_device(device)
     start_epoch = _check_resume(run, config, resume)
     seed_everything(config.seed)
     show = progress and context.is_main
