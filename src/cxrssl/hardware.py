@@ -1,4 +1,4 @@
-"""What the machine has and can do fast: which device to run on, and native bfloat16 arithmetic.
+"""What the machine has and can do fast: which device to run on, free memory, native bfloat16.
 
 bf16 autocast roughly halves the cost of a training step where the hardware has
 bf16 arithmetic (CUDA GPUs from Ampere on; x86 CPUs with AVX512-BF16 or AMX, e.g.
@@ -36,6 +36,17 @@ def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and cpu_has_native_bf16()
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can still give without swapping (Linux's MemAvailable), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def resolve_device(requested: str = "auto") -> torch.device:

@@ -105,16 +105,16 @@ def test_corrupt_inputs_raise_unreadable_with_a_reason(tmp_path, name, make, rea
 
 
 def test_a_batch_with_corrupt_files_lists_them_and_keeps_the_rest(tmp_path):
-    good = np.full((40, 60), 90, np.uint8)
     paths = []
     for i in range(70):  # over 64 files: the multi-process path
         path = tmp_path / f"{i:03d}.png"
         if i % 10 == 3:
             path.write_bytes(_truncated("PNG"))
         else:
-            Image.fromarray(good).save(path)
+            Image.fromarray(np.full((40, 60), 3 * i, np.uint8)).save(path)  # each file its own grey
         paths.append(path)
     loaded = load_square_images(paths, 32, workers=2, progress=False)
     assert len(loaded.unreadable) == 7 and all("cannot decode" in reason for _, reason in loaded.unreadable)
     assert loaded.pixels.shape == (63, 32, 32) and loaded.kept == [i for i in range(70) if i % 10 != 3]
-    assert np.array_equal(loaded.pixels[0], square_resize(good, 32))
+    for row, index in enumerate(loaded.kept):  # rows packed in order, each from its own file
+        assert np.array_equal(loaded.pixels[row], square_resize(np.full((40, 60), 3 * index, np.uint8), 32))

@@ -10,6 +10,7 @@ fly (bilinear with antialiasing).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 
 from cxrssl.data.io import load_square_images
 from cxrssl.data.manifest import Manifest, read_manifest
+from cxrssl.errors import CxrsslError
+from cxrssl.hardware import available_memory_bytes
 
 
 @dataclass
@@ -85,6 +88,31 @@ def open_image_set(
 
 
 def decode_manifest(manifest: Manifest, size: int, progress: bool = True) -> ImageSet:
+    require_memory_for(manifest, size)
     loaded = load_square_images(manifest.files, size, progress=progress)
     rows = np.arange(len(loaded.kept), dtype=np.int64)
     return ImageSet(manifest.select(loaded.kept), loaded.pixels, rows, size, loaded.unreadable, "files")
+
+
+# Decoded pixels may take this share of the memory still available; the rest is left
+# for the model, its activations and everything else on the machine.
+MEMORY_SHARE = 0.8
+
+
+def require_memory_for(manifest: Manifest, size: int) -> None:
+    """Refuse, before decoding for minutes, a data set that would not fit in memory.
+
+    Under torchrun every process on the machine (LOCAL_WORLD_SIZE) decodes its own
+    copy, so they are counted together. A memory-mapped cache has no such limit.
+    """
+    copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    needed = len(manifest) * size * size * copies
+    available = available_memory_bytes()
+    if available is None or needed <= MEMORY_SHARE * available:
+        return
+    per_process = f" (one copy in each of its {copies} processes on this machine)" if copies > 1 else ""
+    raise CxrsslError(
+        f"{manifest.source or manifest.root}: decoding its {len(manifest)} images at {size} px needs {needed / 2**30:.1f} GiB{per_process}, "
+        f"more than {MEMORY_SHARE:.0%} of the {available / 2**30:.1f} GiB available; write a memory-mapped cache once with "
+        f"`cxrssl cache {manifest.source or 'MANIFEST'} -o CACHE --size {size}` and pass the CACHE folder instead"
+    )

@@ -226,11 +226,17 @@ def load_square_images(
     Unreadable files are listed in ``unreadable`` and skipped, never fatal.
     """
     tasks = [(str(path), size) for path in paths]
-    results = list(parallel_map(decode_square, tasks, workers, progress, desc=f"decode {size}px"))
-    kept = [i for i, (pixels, _) in enumerate(results) if pixels is not None]
-    unreadable = [(tasks[i][0], reason) for i, (pixels, reason) in enumerate(results) if pixels is None]
-    stacked = np.stack([results[i][0] for i in kept]) if kept else np.zeros((0, size, size), np.uint8)
-    return LoadedImages(stacked, kept, unreadable)
+    # One array filled as images arrive, readable ones packed to the front: the peak is
+    # the decoded set itself, not a list of images plus a stacked copy of them.
+    pixels = np.empty((len(tasks), size, size), np.uint8)
+    kept, unreadable = [], []
+    for index, (decoded, reason) in enumerate(parallel_map(decode_square, tasks, workers, progress, desc=f"decode {size}px")):
+        if decoded is None:
+            unreadable.append((tasks[index][0], reason))
+        else:
+            pixels[len(kept)] = decoded
+            kept.append(index)
+    return LoadedImages(pixels[: len(kept)], kept, unreadable)
 
 
 def write_unreadable_list(path: str | os.PathLike, unreadable: Sequence[tuple[str, str]]) -> Path:
