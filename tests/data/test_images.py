@@ -35,3 +35,15 @@ def test_a_set_that_fits_is_decoded(phantom_manifest, monkeypatch):
     count = len(read_manifest(phantom_manifest))
     monkeypatch.setattr(images_module, "available_memory_bytes", lambda: int(count * 32 * 32 / images_module.MEMORY_SHARE) + 1)
     assert len(open_image_set(phantom_manifest, 32, progress=False)) == count
+
+
+def test_the_digest_follows_pixels_paths_order_and_size(phantom_manifest):
+    images = open_image_set(phantom_manifest, 32, progress=False)
+    again = open_image_set(phantom_manifest, 32, progress=False)
+    assert images.digest == again.digest
+    assert "digest" in images.__dict__  # computed once, then reused
+    assert images.select([1, 0]).digest != images.select([0, 1]).digest
+    assert open_image_set(phantom_manifest, 40, progress=False).digest != images.digest
+    again.pixels[again.rows[0], 0, 0] ^= 1  # one pixel of one image
+    del again.__dict__["digest"]
+    assert again.digest != images.digest

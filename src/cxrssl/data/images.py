@@ -10,8 +10,10 @@ fly (bilinear with antialiasing).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -36,6 +38,21 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @cached_property
+    def digest(self) -> str:
+        """The images' decoded pixels and paths, in order: any change gives another digest.
+
+        Computed once per set (a sweep keys the features of every checkpoint with it);
+        ``select`` makes a new set with its own.
+        """
+        digest = hashlib.blake2b(digest_size=20)
+        for row in self.manifest.rows:
+            digest.update(row.path.encode() + b"\0")
+        for start in range(0, len(self), 256):
+            digest.update(self.pixels[self.rows[start : start + 256]].tobytes())
+        digest.update(f"|{self.size}".encode())
+        return digest.hexdigest()
 
     def select(self, indices) -> "ImageSet":
         indices = np.asarray(indices, dtype=np.int64)

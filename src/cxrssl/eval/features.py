@@ -109,20 +109,9 @@ def feature_cache_dir() -> Path:
     return Path(os.environ.get("CXRSSL_CACHE", Path.home() / ".cache" / "cxrssl")) / "features"
 
 
-def images_digest(images: ImageSet) -> str:
-    """The images' decoded pixels and paths, in order: any change gives another key."""
-    digest = hashlib.blake2b(digest_size=20)
-    for row in images.manifest.rows:
-        digest.update(row.path.encode() + b"\0")
-    for start in range(0, len(images), 256):
-        digest.update(images.pixels[images.rows[start : start + 256]].tobytes())
-    digest.update(f"|{images.size}".encode())
-    return digest.hexdigest()
-
-
 def features_for(spec: BackboneSpec, images: ImageSet, progress: bool = False, use_cache: bool = True) -> np.ndarray:
     """Features of ``images`` under ``spec``, from the cache when they were computed before."""
-    key = hashlib.sha256(f"{FEATURE_VERSION}|{spec.identity()}|{images_digest(images)}".encode()).hexdigest()[:32]
+    key = hashlib.sha256(f"{FEATURE_VERSION}|{spec.identity()}|{images.digest}".encode()).hexdigest()[:32]
     path = feature_cache_dir() / f"{key}.npz"
     if use_cache and path.is_file():
         with np.load(path) as stored:
