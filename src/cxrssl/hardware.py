@@ -38,15 +38,23 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def available_memory_bytes() -> int | None:
-    """Memory the system can still give without swapping (Linux's MemAvailable), or None."""
+def available_memory_bytes(proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Memory this process can still get: Linux's MemAvailable, or less under a container's
+    cgroup v2 limit (Docker, Kubernetes), which /proc/meminfo does not show. None if unknown."""
+    free = []
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in (proc / "meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                free.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return max(0, min(free)) if free else None
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
