@@ -68,8 +68,9 @@ class BatchFeeder:
         self.order = torch.as_tensor(order, dtype=torch.int64)
         self.batch_size = batch_size
         self.device = device
-        # On a CPU both cores are busy with the step and reading a batch is about 1 %
-        # of it, so a second thread would only compete with the step for the cores.
+        # On a CPU every core is busy with the step, and reading a batch from memory or
+        # the cache takes well under 1 % of it (bench/cache_vs_files.py), so a reader
+        # thread would only compete with the step for the cores.
         self.prefetch = device.type == "cuda" if prefetch is None else prefetch
 
     def __len__(self) -> int:
