@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrssl.data.images import ImageSet
-from cxrssl.data.io import decode_square, parallel_map, read_unreadable_list, write_unreadable_list
+from cxrssl.data.io import decode_into, read_unreadable_list, write_unreadable_list
 from cxrssl.data.manifest import Manifest, read_manifest, write_manifest
 from cxrssl.errors import ManifestError
 from cxrssl.fileio import atomic_write_json
@@ -70,14 +70,7 @@ def build_cache(manifest: Manifest, folder: str | Path, size: int, workers: int 
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / (PIXELS + ".partial")
     pixels = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(max(len(manifest), 1), size, size))
-    kept, unreadable = [], []
-    tasks = [(str(path), size) for path in manifest.files]
-    for index, (image, reason) in enumerate(parallel_map(decode_square, tasks, workers, progress, desc=f"cache {size}px")):
-        if image is None:
-            unreadable.append((tasks[index][0], reason))
-            continue
-        pixels[len(kept)] = image
-        kept.append(index)
+    kept, unreadable = decode_into(pixels, [str(path) for path in manifest.files], workers, progress, desc=f"cache {size}px")
     pixels.flush()
     del pixels
     if not kept:

@@ -225,18 +225,33 @@ def load_square_images(
 
     Unreadable files are listed in ``unreadable`` and skipped, never fatal.
     """
-    tasks = [(str(path), size) for path in paths]
-    # One array filled as images arrive, readable ones packed to the front: the peak is
-    # the decoded set itself, not a list of images plus a stacked copy of them.
-    pixels = np.empty((len(tasks), size, size), np.uint8)
+    paths = [str(path) for path in paths]
+    # One array filled as images arrive: the peak is the decoded set itself, not a
+    # list of images plus a stacked copy of them.
+    pixels = np.empty((len(paths), size, size), np.uint8)
+    kept, unreadable = decode_into(pixels, paths, workers, progress, desc=f"decode {size}px")
+    return LoadedImages(pixels[: len(kept)], kept, unreadable)
+
+
+def decode_into(
+    pixels: np.ndarray, paths: Sequence[str], workers: int | None = None, progress: bool = False, desc: str = "decode"
+) -> tuple[list[int], list[tuple[str, str]]]:
+    """Decode ``paths`` on all cores into ``pixels`` ((len(paths), S, S) uint8, in memory or
+    memory-mapped), readable images packed to the front in order.
+
+    Returns the indices of the readable paths (row k of ``pixels`` is ``paths[kept[k]]``)
+    and (path, reason) for the others.
+    """
+    size = pixels.shape[-1]
+    tasks = [(path, size) for path in paths]
     kept, unreadable = [], []
-    for index, (decoded, reason) in enumerate(parallel_map(decode_square, tasks, workers, progress, desc=f"decode {size}px")):
+    for index, (decoded, reason) in enumerate(parallel_map(decode_square, tasks, workers, progress, desc=desc)):
         if decoded is None:
-            unreadable.append((tasks[index][0], reason))
+            unreadable.append((paths[index], reason))
         else:
             pixels[len(kept)] = decoded
             kept.append(index)
-    return LoadedImages(pixels[: len(kept)], kept, unreadable)
+    return kept, unreadable
 
 
 def write_unreadable_list(path: str | os.PathLike, unreadable: Sequence[tuple[str, str]]) -> Path:
