@@ -94,8 +94,9 @@ def find_images(folder: Path) -> list[Path]:
 
 def finish(root: Path, rows: list[ManifestRow], skipped: list[tuple[str, str]], notes: list[str], metadata: str) -> IndexResult:
     """Drop (and list) rows whose file is missing; refuse an empty result."""
-    present = [row for row in rows if (root / row.path).is_file()]
-    missing = [(row.path, f"listed in {metadata} but not found under {root}") for row in rows if not (root / row.path).is_file()]
+    found = [(root / row.path).is_file() for row in rows]  # one stat per row: indexes reach 200k+ files
+    present = [row for row, exists in zip(rows, found) if exists]
+    missing = [(row.path, f"listed in {metadata} but not found under {root}") for row, exists in zip(rows, found) if not exists]
     if not present:
         detail = f"none of the {len(rows)} images listed in {metadata} were found" if rows else f"{metadata} yielded no image for this task"
         raise SourceError(f"{root}: {detail}; check that ROOT is the dataset's top folder")

@@ -101,7 +101,10 @@ def match_negatives(images_by_patient: dict[str, list], count: int, seed: int) -
     rng = np.random.default_rng([seed, 14])
     patients = sorted(images_by_patient)
     order = [patients[i] for i in rng.permutation(len(patients))]
-    queues = {patient: [sorted(images_by_patient[patient], key=lambda r: r.path)[i] for i in rng.permutation(len(images_by_patient[patient]))] for patient in order}
+    queues = {}
+    for patient in order:
+        images = sorted(images_by_patient[patient], key=lambda r: r.path)
+        queues[patient] = [images[i] for i in rng.permutation(len(images))]
     chosen = []
     while len(chosen) < count and any(queues.values()):
         for patient in order:
