@@ -104,9 +104,14 @@ def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 def load_backbone(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the backbone m(.) from checkpoint files alone, in eval mode."""
     tensors, metadata = load_tensors(path)
-    backbone = build_backbone(metadata["arch"])
+    return backbone_from_tensors(tensors, metadata["arch"]), metadata
+
+
+def backbone_from_tensors(tensors: dict[str, torch.Tensor], arch: str) -> nn.Module:
+    """The ``backbone.*`` tensors of a checkpoint or saved model as a network, in eval mode."""
+    backbone = build_backbone(arch)
     backbone.load_state_dict(_with_prefix(tensors, "backbone."))
-    return backbone.eval(), metadata
+    return backbone.eval()
 
 
 # --- the training state, for --resume ----------------------------------------------

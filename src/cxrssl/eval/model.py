@@ -21,9 +21,8 @@ import torch
 from sklearn.pipeline import Pipeline
 from torch import nn
 
-from cxrssl.checkpoint import checkpoint_metadata, load_tensors, save_weights
+from cxrssl.checkpoint import backbone_from_tensors, checkpoint_metadata, load_tensors, save_weights
 from cxrssl.errors import CxrsslError
-from cxrssl.models import build_backbone
 
 MODEL_FILE = "model.json"
 
@@ -101,8 +100,7 @@ def load_model(folder: str | Path) -> SavedModel:
     tensors, metadata = load_tensors(path)
     if metadata.get("kind") != "probe-model":
         raise CxrsslError(f"{path}: is a pretraining checkpoint, not a saved model; make one with `cxrssl probe --save-model DIR`")
-    backbone = build_backbone(metadata["arch"])
-    backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")})
+    backbone = backbone_from_tensors(tensors, metadata["arch"])
     details = metadata["probe"]
     probe = LinearProbe(
         *(tensors[f"probe.{name}"].numpy() for name in ("mean", "scale", "coef")),
@@ -112,4 +110,4 @@ def load_model(folder: str | Path) -> SavedModel:
         float(details["threshold"]),
         float(details["c"]),
     )
-    return SavedModel(backbone.eval(), probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
+    return SavedModel(backbone, probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
