@@ -1,8 +1,8 @@
 """SimCLR pretraining throughput and model FLOP utilisation (MFU) on one GPU.
 
-Called by bench/gpu.sh. Self-contained on purpose: it needs only torch, torchvision
-and numpy (the GPU machine may lack the project's other dependencies), and imports
-only cxrssl's training engine (``cxrssl.engine``: batch feeder, augmentation, step,
+Called by bench/gpu.sh. It needs only what the GPU machine has (torch, torchvision,
+numpy, Pillow, tqdm; not pydicom or grad-cam), and reads through cxrssl's own
+ImageSet and training engine (``cxrssl.engine``: batch feeder, augmentation, step,
 loss tracking), so what it times is the loop ``cxrssl pretrain`` runs.
 
 For each batch size: pixels come from a uint8 array on disk (memory-mapped, as
@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from cxrssl.data.images import ImageSet
+from cxrssl.data.manifest import Manifest, ManifestRow
 from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, sync_interval, training_step, two_views
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import AugmentConfig, BatchAugment
@@ -49,14 +51,17 @@ def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, size: int = 819
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
-def make_cache(folder: Path, count: int, side: int) -> np.memmap:
-    """A uint8 pixel array like `cxrssl cache` writes: smooth blobs, so blur and crops do real work."""
+def make_cache(folder: Path, count: int, side: int) -> ImageSet:
+    """A memory-mapped uint8 array like `cxrssl cache` writes, read through the ImageSet the
+    training loop reads: smooth blobs, so blur and crops do real work."""
     pixels = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="w+", shape=(count, side, side))
     rng = np.random.default_rng(0)
     coarse = rng.integers(0, 256, size=(count, side // 16, side // 16), dtype=np.uint8)
     pixels[:] = np.repeat(np.repeat(coarse, 16, axis=1), 16, axis=2)
     pixels.flush()
-    return np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="r", shape=(count, side, side))
+    mapped = np.memmap(folder / "pixels.u8", dtype=np.uint8, mode="r", shape=(count, side, side))
+    manifest = Manifest([ManifestRow(f"{index}.png") for index in range(count)], folder)
+    return ImageSet(manifest, mapped, np.arange(count), side, origin=f"cache {folder}")
 
 
 def run(args, device, cache, batch: int, compiled: bool) -> dict:
@@ -70,12 +75,9 @@ def run(args, device, cache, batch: int, compiled: bool) -> dict:
     order = np.random.default_rng(batch).permutation(len(cache))
     read_every = sync_interval(device)
 
-    def load(indices) -> torch.Tensor:  # as ImageSet.batch reads a cache of the training size
-        return torch.from_numpy(np.ascontiguousarray(cache[np.asarray(indices)]))
-
     def train_steps(steps: int) -> float:
         """Images/s over ``steps`` steps of the training loop: feeder, GPU augmentation, step, loss reads."""
-        batches = BatchFeeder(load, np.resize(order, steps * batch), batch, device)
+        batches = BatchFeeder(cache.batch, np.resize(order, steps * batch), batch, device)
         tracker, generator = LossTracker(device), derived_generator(0, batch)
         started = time.perf_counter()
         for step, pixels in enumerate(batches):
@@ -93,7 +95,7 @@ def run(args, device, cache, batch: int, compiled: bool) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     end_to_end = train_steps(args.steps)
-    views = two_views(augment, load(order[:batch]).to(device), derived_generator(1, batch), True)
+    views = two_views(augment, cache.batch(order[:batch]).to(device), derived_generator(1, batch), True)
     synchronize(device)
     started = time.perf_counter()
     for _ in range(args.steps):
