@@ -86,16 +86,16 @@ def peak_rss_kib() -> int:
 
 
 def probe_grid(n: int, dims: int, queue) -> None:
-    from cxrssl.eval.probe import run_probe
+    from cxrssl.eval.probe import ProbeSettings, run_probe
 
     features, labels, patients = synthetic_task(n, dims)
     rss_before = peak_rss_kib()
     started = time.perf_counter()
-    result = run_probe(features, labels, patients, bootstrap=1000)
+    result = run_probe(features, labels, patients, settings=ProbeSettings(bootstrap=1000))
     seconds = time.perf_counter() - started  # timed untraced: tracemalloc slows numpy down
     rss_growth = peak_rss_kib() - rss_before
     tracemalloc.start()  # numpy and scikit-learn report their array allocations to it
-    run_probe(features, labels, patients, bootstrap=1000)
+    run_probe(features, labels, patients, settings=ProbeSettings(bootstrap=1000))
     traced_peak = tracemalloc.get_traced_memory()[1]
     queue.put((seconds, traced_peak, rss_growth, peak_rss_kib(), result.chosen_c, result.metrics["auc"]))
 

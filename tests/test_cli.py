@@ -78,7 +78,7 @@ def test_extract_probe_table_through_the_cli(tmp_path, phantom_manifest, capsys)
     assert "| random seed 0 |" in table and "| random seed 1 |" in table and (tmp_path / "t.csv").is_file()
     (tmp_path / "bad.json").write_text("{}")
     assert main(["table", str(tmp_path / "bad.json"), "-o", str(tmp_path / "t2.md")]) == 2
-    assert "has no 'metrics'" in capsys.readouterr().err
+    assert "neither a probe result nor a compare.json" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -91,3 +91,38 @@ def test_sweep_and_report_through_the_cli(tmp_path, phantom_manifest, capsys):
     assert "best AUC" in capsys.readouterr().out and (tmp_path / "sweep" / "sweep.png").is_file()
     assert main(["report", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "r.html"), "--bootstrap", "20", "--quiet"]) == 0
     assert 'class="table3"' in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.slow
+def test_compare_through_the_cli_then_table_and_report(tmp_path, phantom_manifest, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(phantom_manifest), "--out", str(run), "--config", "demo", "--image-size", "32",
+                 "--batch-size", "16", "--epochs", "1", "--quiet"]) == 0  # fmt: skip
+    checkpoint = run / "checkpoints" / "epoch_0001.json"
+    out = tmp_path / "cmp"
+    args = ["compare", "--checkpoint", f"simclr={checkpoint}", "--init", "random", "--task", str(phantom_manifest),
+            "--labels", "all,3", "--folds", "3", "--repeats", "1", "--inner-folds", "2", "--jobs", "1", "-o", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| 3 | simclr |" in printed and "| all | random init |" in printed and "Δ AUC vs random init" in printed
+    payload = json.loads((out / "compare.json").read_text())
+    assert [b["name"] for b in payload["backbones"]] == ["simclr", "random init"]
+    assert payload["backbones"][1]["image_size"] == 32  # --init random follows the checkpoint's size
+    assert main(args) == 2 and "already holds compare.json" in capsys.readouterr().err
+    assert main(["table", str(out / "compare.json"), "-o", str(tmp_path / "t.md")]) == 0
+    assert "| all | simclr |" in (tmp_path / "t.md").read_text()
+    assert (tmp_path / "t.csv").read_text().startswith("task,design,budget,backbone")
+    assert main(["report", "--run", str(run), "--task", str(phantom_manifest), "--compare", str(out / "compare.json"),
+                 "--bootstrap", "20", "-o", str(tmp_path / "r.html"), "--quiet"]) == 0  # fmt: skip
+    assert "Does pretraining pay?" in (tmp_path / "r.html").read_text()
+
+
+def test_compare_flags_are_checked_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--init", "random", "--task", "t.csv", "--labels", "10,lots"])
+    assert "expected labelled patients per class like 10,25,50,100,250,all" in capsys.readouterr().err
+    unlabelled = tmp_path / "pool.csv"
+    unlabelled.write_text("path,patient_id,label\n")
+    assert main(["compare", "--init", "random", "--init", "random", "--task", str(unlabelled), "-o", str(tmp_path / "c")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("cxrssl compare: error: ") and error.count("\n") == 1

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from cxrssl.demo import quick_settings, run_demo
+from cxrssl.demo import demo_claim, quick_settings, run_demo
 
 
 @pytest.mark.slow
@@ -10,17 +10,37 @@ def test_demo_pipeline_end_to_end(tmp_path):
     settings, config = quick_settings()
     results = run_demo(tmp_path, settings, config, progress=False)
     rows = results["rows"]
-    assert list(rows) == ["SimCLR pretrained (2 epochs)", "random initialisation"]
-    for row in rows.values():
-        assert 0 <= row["metrics"]["auc"] <= 1
-        assert row["chosen_c"] in (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
+    assert [(row["backbone"], row["budget"]) for row in rows] == [
+        ("SimCLR 2 epochs", "5"), ("random init", "5"), ("SimCLR 2 epochs", "all"), ("random init", "all")
+    ]  # fmt: skip
+    for row in rows:
+        assert 0 <= row["metrics"]["auc"]["value"] <= 1 and row["n_folds"] == 6
+    # The claim printed is the one the paired intervals support.
+    compared = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    assert results["claim"] == demo_claim(compared)
+    assert results["claim"] in (tmp_path / "table.md").read_text()
     table = (tmp_path / "table.md").read_text()
-    assert "| SimCLR pretrained (2 epochs) |" in table and "| random initialisation |" in table
-    assert 'class="table3"' in (tmp_path / "report.html").read_text()
-    for name in ("table.csv", "loss.png", "config.yaml", "predictions_pretrained.csv", "predictions_random_init.csv"):
+    assert "| 5 | SimCLR 2 epochs |" in table and "| all | random init |" in table and "Δ AUC vs random init" in table
+    page = (tmp_path / "report.html").read_text()
+    assert 'class="table3"' in page and 'class="compare"' in page
+    for name in ("table.csv", "loss.png", "config.yaml", "compare/compare_efficiency.png", "compare/compare_differences.png"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "results.json").read_text())["losses"] == results["losses"]
     # The pool (pretraining) and the task (probe) are different patients' films.
     pool = (tmp_path / "phantoms" / "pool" / "labels.csv").read_text()
     task = (tmp_path / "phantoms" / "task" / "labels.csv").read_text()
     assert pool != task
+
+
+def _payload(differences):
+    rows = [{"backbone": "SimCLR", "budget": budget, "difference": {"auc": {"value": (low + high) / 2, "low": low, "high": high}}}
+            for budget, (low, high) in differences.items()]  # fmt: skip
+    return {"reference": "random init", "tasks": [{"rows": rows + [{"backbone": "random init", "budget": "all", "difference": None}]}]}
+
+
+def test_the_demo_claims_exactly_what_the_intervals_show():
+    assert demo_claim(_payload({"10": (0.01, 0.05), "25": (-0.01, 0.03), "all": (0.002, 0.02)})) == (
+        "SimCLR beats random init at 10, all labelled patients per class (paired 95 % CI of the AUC difference above 0)."
+    )
+    assert demo_claim(_payload({"10": (-0.01, 0.05)})) == "SimCLR is not distinguishable from random init at any budget (every paired 95 % CI holds 0)."
+    assert "is worse than random init at 10" in demo_claim(_payload({"10": (-0.05, -0.01)}))

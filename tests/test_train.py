@@ -9,7 +9,7 @@ from cxrssl import __version__
 from cxrssl.checkpoint import load_backbone, load_tensors
 from cxrssl.config import load_pretrain_config
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
-from cxrssl.train import RunFolder, pretrain, patient_share
+from cxrssl.train import RunFolder, pretrain
 from cxrssl.data.manifest import read_manifest
 
 
@@ -82,17 +82,6 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, phant
     assert state["epoch"] == 1
     load_backbone(tmp_path / "run" / "checkpoints" / "epoch_0001.json")  # intact
     assert json.loads((tmp_path / "run" / "status.json").read_text()) == {"state": "diverged", "epoch": 2, "step": 2, "cxrssl_version": __version__}
-
-
-def test_fraction_takes_whole_patients_reproducibly(phantom_manifest):
-    manifest = read_manifest(phantom_manifest)
-    half = manifest.select(patient_share(manifest, 0.5, seed=0))
-    assert patient_share(manifest, 0.5, seed=0) == patient_share(manifest, 0.5, seed=0)
-    chosen = set(half.patient_keys)
-    assert len(chosen) == round(0.5 * len(set(manifest.patient_keys)))
-    # every image of a chosen patient is in, every other image is out
-    assert sorted(r.path for r in manifest.rows if r.patient_key in chosen) == sorted(r.path for r in half.rows)
-    assert patient_share(manifest, 1.0, seed=0) == list(range(len(manifest)))
 
 
 def test_fraction_is_recorded(tmp_path, phantom_manifest):

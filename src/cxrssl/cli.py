@@ -22,6 +22,28 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 10,25,50,100, got {text!r}") from None
 
 
+DEFAULT_LABELS = (10, 25, 50, 100, 250, None)
+SPLIT_POLICY_HELP = (
+    "a patient in both parts of the manifest's split: refuse (default), or purge: keep the test part and drop "
+    "that patient's training images (counted in the output)"
+)
+
+
+def _budgets(text: str) -> list[int | None]:
+    budgets = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        if part == "all":
+            budgets.append(None)
+        elif part.isdigit() and int(part) > 0:
+            budgets.append(int(part))
+        elif part:
+            raise argparse.ArgumentTypeError(f"expected labelled patients per class like 10,25,50,100,250,all, got {text!r}")
+    if not budgets:
+        raise argparse.ArgumentTypeError("give at least one label budget, e.g. 25,all")
+    return sorted(set(budgets), key=lambda b: float("inf") if b is None else b)
+
+
 def _fractions(text: str) -> dict[str, float]:
     try:
         values = [float(part) for part in text.split(",")]
@@ -144,6 +166,18 @@ def _backbone_spec(args):
     return BackboneSpec.random(args.arch, args.image_size, args.seed)
 
 
+def _probe_settings(args):
+    from cxrssl.eval.probe import ProbeSettings
+
+    return ProbeSettings(
+        positive=getattr(args, "positive", None),
+        seed=args.seed,
+        bootstrap=getattr(args, "bootstrap", 1000),
+        folds=getattr(args, "folds", 5),
+        split_policy=getattr(args, "split_policy", "refuse"),
+    )
+
+
 def cmd_extract(args) -> None:
     from cxrssl.data.images import open_image_set
     from cxrssl.eval.features import features_for
@@ -172,13 +206,15 @@ def cmd_probe(args) -> None:
 
     spec = _backbone_spec(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet)
-    result = evaluate_backbone(spec, task, args.positive, args.seed, args.bootstrap, args.folds, progress=not args.quiet)
+    result = evaluate_backbone(spec, task, _probe_settings(args), progress=not args.quiet)
     payload = result_payload(spec, args.task, result, args.dataset, args.label)
     output = Path(args.output)
     atomic_write_json(output, payload)
     predictions = write_predictions(result, task, output.with_name(output.stem + "_predictions.csv"))
     print(paper_markdown_table([payload]))
     print(f"chosen C {result.chosen_c} (cross-validated AUC {result.cv_auc[result.chosen_c]:.3f}); confusion {result.confusion}")
+    if result.purged[0]:
+        print(f"--split-policy purge: dropped {result.purged[0]} training image(s) of {result.purged[1]} patient(s) who are also in the test part")
     print(f"wrote {output} and {predictions}")
     if args.save_model:
         from cxrssl.eval.model import LinearProbe, save_model
@@ -209,7 +245,7 @@ def cmd_gradcam(args) -> None:
 
     spec = _backbone_spec(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet)
-    result = evaluate_backbone(spec, task, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
+    result = evaluate_backbone(spec, task, _probe_settings(args), progress=not args.quiet)
     output = Path(args.output)
     errors = output.with_name(output.stem + "_errors.png")
     draw_galleries(spec, task, result, output, errors, count=args.n)
@@ -230,26 +266,45 @@ def cmd_predict(args) -> int:
 def cmd_report(args) -> None:
     from cxrssl.report.html import build_report
 
-    output = build_report(args.run, args.task, args.output, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
+    compares = []
+    for path in args.compare or []:
+        try:
+            compares.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as error:
+            raise CxrsslError(f"{path}: cannot read it ({error}); pass the compare.json of `cxrssl compare`") from None
+        if not isinstance(compares[-1], dict) or compares[-1].get("kind") != "cxrssl-compare":
+            raise CxrsslError(f"{path}: not a compare.json; pass the compare.json of `cxrssl compare`")
+    output = build_report(args.run, args.task, args.output, _probe_settings(args), progress=not args.quiet, compares=compares)
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, self-contained)")
 
 
 def cmd_table(args) -> None:
     from cxrssl.fileio import atomic_write_text
-    from cxrssl.report.tables import paper_csv_table, paper_markdown_table
+    from cxrssl.report.tables import compare_csv_table, compare_markdown_table, paper_csv_table, paper_markdown_table
 
-    results = []
+    results, compares = [], []
     for path in args.results:
         try:
-            results.append(json.loads(Path(path).read_text()))
+            found = json.loads(Path(path).read_text())
         except (OSError, ValueError) as error:
-            raise CxrsslError(f"{path}: cannot read a probe result ({error}); pass the -o files of `cxrssl probe`") from None
-        if "metrics" not in results[-1]:
-            raise CxrsslError(f"{path}: has no 'metrics'; pass the -o files of `cxrssl probe`")
-    table = paper_markdown_table(results)
+            raise CxrsslError(f"{path}: cannot read a result ({error}); pass the -o files of `cxrssl probe` or compare.json") from None
+        if isinstance(found, dict) and found.get("kind") == "cxrssl-compare":
+            compares.append(found)
+        elif isinstance(found, dict) and "metrics" in found:
+            results.append(found)
+        else:
+            raise CxrsslError(f"{path}: neither a probe result nor a compare.json; pass the -o files of `cxrssl probe` or `cxrssl compare`")
+    if results and compares:
+        raise CxrsslError("give probe results or compare.json files, not both: they make different tables")
+    if results:
+        table, csv_text = paper_markdown_table(results), paper_csv_table(results)
+    else:
+        table = "\n".join(compare_markdown_table(found) for found in compares)
+        csv_parts = [compare_csv_table(found) for found in compares]
+        csv_text = csv_parts[0] + "".join(part.split("\n", 1)[1] for part in csv_parts[1:])  # one header
     output = Path(args.output)
     atomic_write_text(output.with_suffix(".md"), table)
-    atomic_write_text(output.with_suffix(".csv"), paper_csv_table(results))
+    atomic_write_text(output.with_suffix(".csv"), csv_text)
     print(table)
     print(f"wrote {output.with_suffix('.md')} and {output.with_suffix('.csv')}")
 
@@ -257,9 +312,44 @@ def cmd_table(args) -> None:
 def cmd_sweep(args) -> None:
     from cxrssl.eval.sweep import sweep_run
 
-    sweep = sweep_run(args.run, args.task, args.output, args.positive, args.seed, args.bootstrap, progress=not args.quiet)
+    sweep = sweep_run(args.run, args.task, args.output, _probe_settings(args), progress=not args.quiet)
     best = max(sweep.rows, key=lambda row: row["metrics"]["auc"])
     print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {sweep.folder}/sweep.csv, sweep.json, sweep.png")
+
+
+def _named_backbones(args) -> list:
+    from cxrssl.eval.compare import NamedBackbone
+    from cxrssl.eval.features import BackboneSpec
+
+    backbones = []
+    for text in args.checkpoint:
+        name, _, path = text.rpartition("=") if "=" in text and not Path(text).is_file() else ("", "", text)
+        spec = BackboneSpec.from_checkpoint(path)
+        backbones.append(NamedBackbone(name or f"{spec.checkpoint.parent.parent.name} epoch {spec.epoch}", spec))
+    first = backbones[0].spec if backbones else None
+    for _ in args.init:
+        arch = args.arch or (first.arch if first else "resnet18")
+        size = args.image_size or (first.image_size if first else 128)
+        backbones.append(NamedBackbone("random init", BackboneSpec.random(arch, size, args.seed)))
+    return backbones
+
+
+def cmd_compare(args) -> None:
+    from cxrssl.eval.compare import CompareSettings, compare_backbones
+    from cxrssl.eval.evaluate import dataset_name, load_task
+    from cxrssl.eval.probe import ProbeSettings
+
+    probe = ProbeSettings(positive=args.positive, seed=args.seed, bootstrap=0, folds=args.inner_folds, split_policy=args.split_policy)
+    settings = CompareSettings(tuple(args.labels), args.folds, args.repeats, probe, args.reference, args.bootstrap, args.jobs)
+    backbones = _named_backbones(args)
+    if len({b.spec.image_size for b in backbones}) > 1:
+        sizes = ", ".join(f"{b.name} {b.spec.image_size} px" for b in backbones)
+        raise CxrsslError(f"the backbones work at different image sizes ({sizes}); compare backbones of one image size")
+    size = backbones[0].spec.image_size if backbones else 128
+    tasks = [(dataset_name(task), load_task(task, size, progress=not args.quiet)) for task in args.task]
+    comparison = compare_backbones(backbones, tasks, args.output, settings, progress=not args.quiet, overwrite=args.overwrite)
+    print((comparison.folder / "compare.md").read_text())
+    print(f"wrote {comparison.folder}/: compare.json, compare.csv, compare_folds.csv, compare.md, compare_efficiency.png, compare_differences.png")
 
 
 def cmd_demo(args) -> None:
@@ -360,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--label", help="row label for tables (default: pretext fraction and epoch, or 'random init')")
     probe.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C (default 5)")
     probe.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    probe.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
     probe.add_argument("--save-model", metavar="DIR", help="also save backbone + probe for `cxrssl predict` (safetensors + JSON)")
     probe.set_defaults(handler=cmd_probe)
 
@@ -397,11 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = verbs.add_parser("report", help="one self-contained HTML page: config, loss, Table III, sweep, t-SNE, Grad-CAM, errors")
     add_sweep_flags(report)
     report.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
+    report.add_argument("--compare", action="append", metavar="compare.json", help="add a `cxrssl compare` result (repeatable)")
     report.add_argument("-o", "--output", default="report.html")
     report.set_defaults(handler=cmd_report)
 
-    table = verbs.add_parser("table", help="Table III (markdown and CSV) from probe results")
-    table.add_argument("results", nargs="+", help="result .json files of `cxrssl probe`")
+    table = verbs.add_parser("table", help="Table III (markdown and CSV) from probe results, or the table of compare results")
+    table.add_argument("results", nargs="+", help="result .json files of `cxrssl probe`, or compare.json files of `cxrssl compare`")
     table.add_argument("-o", "--output", default="table.md", help="table.md; table.csv is written beside it")
     table.set_defaults(handler=cmd_table)
 
@@ -410,6 +502,28 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     sweep.add_argument("-o", "--output", help="folder for sweep.csv/json/png (default RUN/sweep_<dataset>)")
     sweep.set_defaults(handler=cmd_sweep)
+
+    compare = verbs.add_parser("compare", help="does pretraining pay? backbones on identical folds and label budgets, paired differences")
+    compare.add_argument("--checkpoint", action="append", default=[], metavar="[NAME=]CK.json", help="a checkpoint to compare (repeatable)")
+    compare.add_argument("--init", action="append", default=[], choices=("random",), help="add the random initialisation (the default reference)")
+    compare.add_argument("--arch", help="architecture of --init random (default: the first checkpoint's, else resnet18)")
+    compare.add_argument("--image-size", type=int, help="image size of --init random (default: the first checkpoint's, else 128)")
+    compare.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
+    compare.add_argument("--labels", type=_budgets, default=list(DEFAULT_LABELS), metavar="10,25,...,all",
+                         help="labelled patients per class drawn from each training part (default 10,25,50,100,250,all)")  # fmt: skip
+    compare.add_argument("--folds", type=int, default=5, help="outer patient-grouped folds (default 5)")
+    compare.add_argument("--repeats", type=int, default=5, help="repetitions of the folds / training draws (default 5)")
+    compare.add_argument("--inner-folds", type=int, default=5, help="folds of the probe's C search inside each training part (default 5)")
+    compare.add_argument("--reference", help="backbone the others are compared with (default: random init)")
+    compare.add_argument("--positive", help="the disease class (default: the class that is not normal)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the folds, the label draws and --init random")
+    compare.add_argument("--bootstrap", type=int, default=2000, help="patient resamples when the task has an official test split")
+    compare.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+    compare.add_argument("--jobs", type=int, default=0, help="worker processes for the fits (default: one per core)")
+    compare.add_argument("-o", "--output", default="compare", help="folder for compare.json/.csv/.md and the figures (default ./compare)")
+    compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in that folder")
+    compare.add_argument("--quiet", action="store_true")
+    compare.set_defaults(handler=cmd_compare)
 
     demo = verbs.add_parser("demo", help="the whole method end to end on phantom radiographs (a few minutes)")
     demo.add_argument("--out", default="cxrssl-demo", help="output folder (default ./cxrssl-demo)")

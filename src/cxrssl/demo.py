@@ -1,9 +1,10 @@
 """The built-in demo: the whole method end to end on phantom radiographs.
 
 phantoms (an unlabelled pool and a labelled task, different patients) -> SimCLR
-pretraining on the pool -> frozen features of the task -> logistic-regression probe
--> a Table III row for the pretrained backbone beside one for the same backbone at
-random initialisation.
+pretraining on the pool -> frozen features of the task -> ``cxrssl compare``: the
+logistic-regression probe of the pretrained backbone and of the same backbone at random
+initialisation on identical patient-grouped folds and label budgets, with the paired
+AUC difference and its 95 % interval per budget -> the HTML report.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import yaml
 from cxrssl.config import PretrainConfig, load_pretrain_config
 from cxrssl.data.manifest import read_manifest
 from cxrssl.data.phantom import write_phantom_dataset
-from cxrssl.eval.evaluate import evaluate_backbone, load_task, write_predictions
+from cxrssl.eval.compare import CompareSettings, NamedBackbone, budget_name, compare_backbones
+from cxrssl.eval.evaluate import load_task
 from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.probe import ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_loss_curve
-from cxrssl.report.tables import csv_table, markdown_table
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,10 @@ class DemoSettings:
     task_images: int = 480
     phantom_size: int = 128
     seed: int = 0
-    bootstrap: int = 1000
+    bootstrap: int = 1000  # the report's Table III intervals
+    budgets: tuple[int | None, ...] = (10, 25, 50, None)  # labelled patients per class compared
+    folds: int = 5
+    repeats: int = 3
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), config: PretrainConfig | None = None, progress: bool = True) -> dict:
@@ -51,26 +56,25 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     resume = run.state.is_file()  # a killed demo picks up where it stopped
     pretrained = pretrain(pool, run.root, config, resume=resume, progress=progress)
 
-    say("[3/5] linear probe on frozen features: pretrained vs random initialisation")
+    say(f"[3/5] does pretraining pay? pretrained vs random initialisation at {', '.join(map(budget_name, settings.budgets))} labelled patients per class")
     task = load_task(task_manifest, config.image_size, progress=progress)
-    rows = []
-    for label, spec in (
-        (f"SimCLR pretrained ({config.epochs} epochs)", BackboneSpec.from_checkpoint(run.checkpoint(config.epochs))),  # always kept
-        ("random initialisation", BackboneSpec.random(config.arch, config.image_size, config.seed)),
-    ):
-        result = evaluate_backbone(spec, task, seed=settings.seed, bootstrap=settings.bootstrap, progress=progress)
-        slug = "pretrained" if "SimCLR" in label else "random_init"
-        write_predictions(result, task, out_dir / f"predictions_{slug}.csv")
-        rows.append((label, result.to_dict()))
+    backbones = [
+        NamedBackbone(f"SimCLR {config.epochs} epochs", BackboneSpec.from_checkpoint(run.checkpoint(config.epochs))),  # always kept
+        NamedBackbone("random init", BackboneSpec.random(config.arch, config.image_size, config.seed)),
+    ]
+    compare_settings = CompareSettings(settings.budgets, settings.folds, settings.repeats, ProbeSettings(seed=settings.seed, bootstrap=0))
+    comparison = compare_backbones(backbones, [("phantom task", task)], out_dir / "compare", compare_settings, progress=progress, overwrite=True)
+    claim = demo_claim(comparison.payload)
 
     say("[4/5] table, loss curve, config")
-    table = markdown_table(rows)
-    atomic_write_text(out_dir / "table.md", table)
-    atomic_write_text(out_dir / "table.csv", csv_table(rows))
+    table = (out_dir / "compare" / "compare.md").read_text()
+    atomic_write_text(out_dir / "table.md", table + "\n" + claim + "\n")
+    atomic_write_text(out_dir / "table.csv", (out_dir / "compare" / "compare.csv").read_text())
     plot_loss_curve(list(range(1, len(pretrained.losses) + 1)), pretrained.losses, out_dir / "loss.png")
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"demo": settings.__dict__, "pretrain": config.to_dict()}, sort_keys=False))
+    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"demo": {**settings.__dict__, "budgets": list(map(budget_name, settings.budgets))}, "pretrain": config.to_dict()}, sort_keys=False))
     results = {
-        "rows": dict(rows),
+        "claim": claim,
+        "rows": comparison.payload["tasks"][0]["rows"],
         "losses": pretrained.losses,
         "wall_s": round(time.perf_counter() - started, 1),
         "task_images": len(task.manifest),
@@ -79,12 +83,28 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     say("[5/5] HTML report: sweep over the kept checkpoints, t-SNE, Grad-CAM, errors")
     from cxrssl.report.html import build_report
 
-    build_report(run.root, [str(task_manifest)], out_dir / "report.html", seed=settings.seed, bootstrap=settings.bootstrap, progress=progress)
+    build_report(run.root, [str(task_manifest)], out_dir / "report.html", ProbeSettings(seed=settings.seed, bootstrap=settings.bootstrap), progress=progress, compares=[comparison.payload])
     results["wall_s"] = round(time.perf_counter() - started, 1)
     atomic_write_json(out_dir / "results.json", results)
-    say("\n" + table)
-    say(f"wrote {out_dir}/: report.html, table.md, table.csv, results.json, loss.png, config.yaml, predictions_*.csv, run/ ({results['wall_s']} s)")
+    say("\n" + table + "\n" + claim)
+    say(f"wrote {out_dir}/: report.html, table.md, table.csv, results.json, loss.png, config.yaml, compare/, run/ ({results['wall_s']} s)")
     return results
+
+
+def demo_claim(payload: dict) -> str:
+    """The demo's conclusion, read off the paired differences: where the 95 % interval lies above (or below) zero."""
+    rows = [row for row in payload["tasks"][0]["rows"] if row["difference"]]
+    better = [row["budget"] for row in rows if row["difference"]["auc"]["low"] > 0]
+    worse = [row["budget"] for row in rows if row["difference"]["auc"]["high"] < 0]
+    name, reference = rows[0]["backbone"], payload["reference"]
+    said = []
+    if better:
+        said.append(f"{name} beats {reference} at {', '.join(better)} labelled patients per class (paired 95 % CI of the AUC difference above 0)")
+    if worse:
+        said.append(f"{name} is worse than {reference} at {', '.join(worse)} labelled patients per class (CI below 0)")
+    if not said:
+        said.append(f"{name} is not distinguishable from {reference} at any budget (every paired 95 % CI holds 0)")
+    return "; ".join(said) + "."
 
 
 def _phantoms(folder: Path, count: int, size: int, seed: int, progress: bool) -> Path:
@@ -96,6 +116,6 @@ def _phantoms(folder: Path, count: int, size: int, seed: int, progress: bool) ->
 
 def quick_settings() -> tuple[DemoSettings, PretrainConfig]:
     """A seconds-long version of the demo for tests."""
-    settings = DemoSettings(pool_images=96, task_images=120, phantom_size=64, bootstrap=50)
+    settings = DemoSettings(pool_images=96, task_images=120, phantom_size=64, bootstrap=50, budgets=(5, None), folds=3, repeats=2)
     config = replace(load_pretrain_config("demo"), image_size=32, batch_size=32, epochs=2, hidden_features=64, out_features=16)
     return settings, config

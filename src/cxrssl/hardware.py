@@ -32,6 +32,18 @@ def cpu_has_native_bf16() -> bool:
         return False  # not Linux: assume emulation, the safe choice
 
 
+def cpu_description(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> str:
+    """One line for benchmark output: the CPU model, the cores torch uses, and the flags that decide its speed."""
+    try:
+        cpuinfo = cpuinfo_path.read_text()
+    except OSError:
+        return f"CPU: unknown (no {cpuinfo_path}); torch threads {torch.get_num_threads()}"
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "unknown")
+    flags = set(next((line.split(":", 1)[-1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in ("avx2", "avx512f", *CPU_BF16_FLAGS))
+    return f"CPU: {model}; torch threads {torch.get_num_threads()}; {shown}"
+
+
 def native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

@@ -34,6 +34,7 @@ from cxrssl.config import PretrainConfig
 from cxrssl.data.images import open_image_set, open_source, source_rows
 from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
+from cxrssl.data.splits import patient_share
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
 from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, sync_interval, training_step, two_views
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
@@ -57,18 +58,6 @@ class PretrainResult:
     checkpoints: list[Path] = field(default_factory=list)
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     images: int = 0
-
-
-def patient_share(manifest: Manifest, fraction: float, seed: int) -> list[int]:
-    """Rows of a reproducible share of the patients (all their images), for --fraction."""
-    if fraction >= 1:
-        return list(range(len(manifest)))
-    patients = sorted(set(manifest.patient_keys))
-    rng = np.random.default_rng([seed, 1789])
-    count = max(1, round(fraction * len(patients)))
-    chosen = set(rng.permutation(len(patients))[:count].tolist())
-    chosen_patients = {patients[i] for i in chosen}
-    return [i for i, key in enumerate(manifest.patient_keys) if key in chosen_patients]
 
 
 class RunFolder:
@@ -165,7 +154,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     show = progress and context.is_main
     source = open_source(manifest)
     manifest = source_rows(source)
-    images = open_image_set(source, config.image_size, show, rows=patient_share(manifest, config.fraction, config.seed))
+    images = open_image_set(source, config.image_size, show, rows=patient_share(manifest.patient_keys, config.fraction, config.seed))
     subset = images.manifest
     if len(images) == 0:
         raise CxrsslError(

@@ -4,7 +4,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxrssl.data.splits import PatientLeakError, assert_no_patient_leak, patient_grouped_split, patients_in_several_subsets
+from cxrssl.data.splits import (
+    PatientLeakError,
+    assert_no_patient_leak,
+    label_budget_rows,
+    patient_classes,
+    patient_grouped_split,
+    patient_share,
+    patients_in_several_subsets,
+)
 
 
 def _dataset(n_patients: int, seed: int = 0):
@@ -87,3 +95,51 @@ def test_real_nih_patients_with_both_labels_stay_whole(shared_data):
     for patient in both_labels:
         assert len({s for p, s in zip(manifest.patient_keys, splits) if p == patient}) == 1
     assert len(set(manifest.patient_keys)) == 682
+
+
+def test_fraction_takes_whole_patients_reproducibly(phantom_manifest):
+    from cxrssl.data.manifest import read_manifest
+
+    manifest = read_manifest(phantom_manifest)
+    half = manifest.select(patient_share(manifest.patient_keys, 0.5, seed=0))
+    assert patient_share(manifest.patient_keys, 0.5, seed=0) == patient_share(manifest.patient_keys, 0.5, seed=0)
+    chosen = set(half.patient_keys)
+    assert len(chosen) == round(0.5 * len(set(manifest.patient_keys)))
+    # every image of a chosen patient is in, every other image is out
+    assert sorted(r.path for r in manifest.rows if r.patient_key in chosen) == sorted(r.path for r in half.rows)
+    assert patient_share(manifest.patient_keys, 1.0, seed=0) == list(range(len(manifest)))
+
+
+def test_label_budgets_draw_whole_patients_per_class_nested_and_reproducibly():
+    import numpy as np
+
+    patients, labels = _dataset(120, seed=5)
+    rows = np.arange(len(patients))[np.arange(len(patients)) % 3 != 0]  # a "training part"
+    classes = patient_classes(patients, labels)
+    draws = label_budget_rows(patients, labels, rows, [5, 10, None], seed=(1, 2, 3))
+    again = label_budget_rows(patients, labels, rows, [5, 10, None], seed=(1, 2, 3))
+    assert all(np.array_equal(draws[b], again[b]) for b in draws)
+    for budget in (5, 10):
+        chosen = draws[budget]
+        assert set(chosen) <= set(rows.tolist())
+        drawn_patients = {patients[i] for i in chosen}
+        assert Counter(classes[p] for p in drawn_patients) == {"NORMAL": budget, "PNEUMONIA": budget}
+        # whole patients: every training-part image of a drawn patient is in
+        assert sorted(chosen.tolist()) == sorted(i for i in rows if patients[i] in drawn_patients)
+    assert {patients[i] for i in draws[5]} <= {patients[i] for i in draws[10]}  # nested
+    assert np.array_equal(np.sort(draws[None]), rows)
+    other = label_budget_rows(patients, labels, rows, [5], seed=(1, 2, 4))[5]
+    assert {patients[i] for i in other} != {patients[i] for i in draws[5]}
+
+
+def test_a_budget_larger_than_a_class_is_refused():
+    import numpy as np
+
+    patients, labels = _dataset(30, seed=1)
+    smaller = min(Counter(patient_classes(patients, labels).values()).values())
+    with pytest.raises(Exception, match=f"has only {smaller} patient"):
+        label_budget_rows(patients, labels, np.arange(len(patients)), [smaller + 1], seed=0)
+
+
+def test_a_patient_with_films_of_both_classes_counts_once_in_its_majority_class():
+    assert patient_classes(["a", "a", "a", "b", "b"], ["X", "Y", "Y", "X", "Y"]) == {"a": "Y", "b": "X"}

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from cxrssl.config import load_pretrain_config
+from cxrssl.eval.probe import ProbeSettings
 from cxrssl.eval.sweep import sweep_run
 from cxrssl.errors import CxrsslError
 from cxrssl.train import pretrain
@@ -14,7 +15,7 @@ from cxrssl.train import pretrain
 def test_sweep_probes_every_checkpoint_and_the_random_start(tmp_path, phantom_manifest):
     config = replace(load_pretrain_config("demo"), image_size=32, batch_size=16, epochs=2, hidden_features=32, out_features=16, keep_epochs=(1, 2))
     pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
-    sweep = sweep_run(tmp_path / "run", phantom_manifest, bootstrap=20, progress=False)
+    sweep = sweep_run(tmp_path / "run", phantom_manifest, settings=ProbeSettings(bootstrap=20), progress=False)
     rows, out = sweep.rows, sweep.folder
     assert [row["epoch"] for row in rows] == [0, 1, 2] and rows[0]["label"] == "random init"
     assert out == tmp_path / "run" / f"sweep_{rows[0]['dataset']}"

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cxrssl.config import load_pretrain_config
+from cxrssl.eval.probe import ProbeSettings
 from cxrssl.report.html import build_report
 from cxrssl.train import pretrain
 
@@ -24,7 +25,7 @@ def report(tmp_path_factory):
     task = write_phantom_dataset(folder / "task", n=60, size=64, seed=5, progress=False)
     config = replace(load_pretrain_config("demo"), image_size=32, batch_size=16, epochs=2, hidden_features=32, out_features=16, keep_epochs=(1, 2))
     pretrain(task, folder / "run", config, progress=False)
-    return build_report(folder / "run", [str(task)], folder / "report.html", bootstrap=20, progress=False)
+    return build_report(folder / "run", [str(task)], folder / "report.html", ProbeSettings(bootstrap=20), progress=False)
 
 
 def test_report_is_one_file_with_every_figure_embedded(report):

@@ -66,6 +66,69 @@ def patient_grouped_split(
     return assignment
 
 
+def draw_patients(patient_ids: Sequence[str], count: int, rng: np.random.Generator) -> list[str]:
+    """``count`` of the distinct patients, drawn without replacement, in the order drawn.
+
+    The one patient sampler: pretraining's ``--fraction`` and the label budgets of
+    ``cxrssl compare`` both draw through it. The patients are sorted first, so the draw
+    depends on the seed and the set of patients, never on the manifest's row order; a
+    longer draw from the same generator state starts with the shorter one.
+    """
+    unique = sorted(set(patient_ids))
+    return [unique[i] for i in rng.permutation(len(unique))[:count]]
+
+
+def patient_share(patient_ids: Sequence[str], fraction: float, seed: int) -> list[int]:
+    """Rows of a reproducible share ``fraction`` of the patients (all their images), for ``--fraction``."""
+    if fraction >= 1:
+        return list(range(len(patient_ids)))
+    count = max(1, round(fraction * len(set(patient_ids))))
+    chosen = set(draw_patients(patient_ids, count, np.random.default_rng([seed, 1789])))
+    return [i for i, key in enumerate(patient_ids) if key in chosen]
+
+
+def patient_classes(patient_ids: Sequence[str], labels: Sequence[str]) -> dict[str, str]:
+    """Each patient's class: the label of most of their images (ties: the label that sorts first).
+
+    A patient with films of both classes (a follow-up after recovery, say) counts once,
+    in one class, wherever patients are counted per class.
+    """
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for patient, label in zip(patient_ids, labels):
+        counts[patient][label] += 1
+    return {patient: min(found, key=lambda label: (-found[label], label)) for patient, found in counts.items()}
+
+
+def label_budget_rows(
+    patient_ids: Sequence[str], labels: Sequence[str], rows: Sequence[int], budgets: Sequence[int | None], seed
+) -> dict[int | None, np.ndarray]:
+    """For each budget, the rows of ``budget`` patients per class drawn from ``rows`` (all their images).
+
+    ``None`` means every patient. The draws are nested: each class's patients are
+    permuted once (by ``seed``, through ``draw_patients``) and a budget takes the first
+    ``budget`` of them, so a larger budget holds every patient of a smaller one. Raises
+    when a budget exceeds the patients a class has in ``rows``.
+    """
+    rows = np.asarray(rows, dtype=int)
+    patients = np.asarray(patient_ids, dtype=object)[rows]
+    classes = patient_classes(patients, [labels[i] for i in rows])
+    rng = np.random.default_rng(seed)
+    order = {label: draw_patients([p for p, c in classes.items() if c == label], len(classes), rng) for label in sorted(set(classes.values()))}
+    drawn: dict[int | None, np.ndarray] = {}
+    for budget in budgets:
+        if budget is not None:
+            short = {label: len(found) for label, found in order.items() if len(found) < budget}
+            if short:
+                label, count = min(short.items(), key=lambda item: item[1])
+                raise CxrsslError(
+                    f"label budget {budget} patients per class: class {str(label)!r} has only {count} patient(s) in a training part; "
+                    f"lower the budget (--labels) below {count} or use 'all'"
+                )
+        chosen = {p for found in order.values() for p in (found if budget is None else found[:budget])}
+        drawn[budget] = rows[[p in chosen for p in patients]]
+    return drawn
+
+
 def patients_in_several_subsets(patient_ids: Sequence[str], subsets: Sequence[str]) -> dict[str, set[str]]:
     """Patients whose images are spread over more than one (non-empty) subset."""
     seen: dict[str, set[str]] = defaultdict(set)

@@ -11,7 +11,7 @@ from cxrssl.data.images import ImageSet, open_image_set, open_source, source_row
 from cxrssl.data.manifest import Manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
-from cxrssl.eval.probe import ProbeResult, run_probe
+from cxrssl.eval.probe import ProbeResult, ProbeSettings, run_probe
 from cxrssl.fileio import atomic_write_text
 
 
@@ -46,19 +46,11 @@ def pretext_label(spec: BackboneSpec) -> str:
     return f"{share}, epoch {spec.epoch}"
 
 
-def evaluate_backbone(
-    spec: BackboneSpec,
-    task: ImageSet,
-    positive: str | None = None,
-    seed: int = 0,
-    bootstrap: int = 1000,
-    folds: int = 5,
-    progress: bool = True,
-) -> ProbeResult:
+def evaluate_backbone(spec: BackboneSpec, task: ImageSet, settings: ProbeSettings = ProbeSettings(), progress: bool = True) -> ProbeResult:
     """Frozen features (cached) -> the probe protocol of ``eval.probe``."""
     features = features_for(spec, task, progress=progress)
     manifest = task.manifest
-    return run_probe(features, manifest.labels, manifest.patient_keys, manifest.splits, positive, folds=folds, seed=seed, bootstrap=bootstrap)
+    return run_probe(features, manifest.labels, manifest.patient_keys, manifest.splits, settings)
 
 
 def result_payload(spec: BackboneSpec, task_source: str | Path, result: ProbeResult, dataset: str | None = None, label: str | None = None) -> dict:

@@ -5,7 +5,12 @@ Protocol: features standardised; ``class_weight="balanced"``; C searched in
 patient-grouped k-fold cross-validation on the training part (train + val) is
 refitted on the whole training part and evaluated once on the test part. The
 manifest's own split is used when it has one, else a seeded 70/10/20 patient-level
-split. No patient may be in both parts: that is checked, not assumed.
+split. No patient may be in both parts: that is checked, not assumed; an official split
+that shares patients is refused, or, with the ``purge`` policy, keeps its test part and
+drops those patients' training images (``probe_split``).
+
+``run_probe`` is the split followed by ``fit_and_score``, the probe on given training and
+test rows, which ``eval.compare`` runs on every fold and label budget.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cxrssl.data.splits import assert_no_patient_leak, patient_grouped_split
+from cxrssl.data.splits import PatientLeakError, assert_no_patient_leak, patient_grouped_split
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion
 
@@ -43,6 +48,7 @@ class ProbeResult:
     n_train: int
     n_test: int
     split_source: str  # "manifest" or "patient_grouped_70_10_20"
+    purged: tuple[int, int] = (0, 0)  # training images and patients dropped by --split-policy purge
     test_scores: np.ndarray = field(repr=False, default=None)
     test_indices: np.ndarray = field(repr=False, default=None)
     model: Pipeline = field(repr=False, default=None)
@@ -59,6 +65,8 @@ class ProbeResult:
             "n_train": self.n_train,
             "n_test": self.n_test,
             "split_source": self.split_source,
+            "purged_images": self.purged[0],
+            "purged_patients": self.purged[1],
         }
 
 
@@ -85,19 +93,25 @@ def make_classifier(c: float, seed: int = 0) -> Pipeline:
 def cross_validated_auc(
     features: np.ndarray, targets: np.ndarray, groups: Sequence[str], c_grid=C_GRID, folds: int = 5, seed: int = 0
 ) -> dict[float, float]:
-    """Mean AUC over patient-grouped stratified folds, for every C."""
+    """Mean AUC over patient-grouped stratified folds, for every C.
+
+    Within a fold the features are standardised once and the C values are fitted from the
+    smallest up, each fit starting from the previous one's solution (a warm start): the
+    same convex problems, solved to the same tolerance, in about half the iterations.
+    """
     folds = _usable_folds(targets, groups, folds)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(splitter.split(features, targets, groups))
-    scores = {}
-    for c in c_grid:
-        fold_aucs = []
-        for train_rows, held_rows in splits:
-            if len(set(targets[held_rows])) < 2 or len(set(targets[train_rows])) < 2:
-                continue  # a fold without both classes cannot be scored
-            model = make_classifier(c, seed).fit(features[train_rows], targets[train_rows])
-            fold_aucs.append(roc_auc_score(targets[held_rows], model.predict_proba(features[held_rows])[:, 1]))
-        scores[c] = float(np.mean(fold_aucs)) if fold_aucs else float("nan")
+    fold_aucs: dict[float, list[float]] = {c: [] for c in c_grid}
+    for train_rows, held_rows in splitter.split(features, targets, groups):
+        if len(set(targets[held_rows])) < 2 or len(set(targets[train_rows])) < 2:
+            continue  # a fold without both classes cannot be scored
+        scaler = StandardScaler().fit(features[train_rows])
+        train_x, held_x = scaler.transform(features[train_rows]), scaler.transform(features[held_rows])
+        model = LogisticRegression(class_weight="balanced", max_iter=2000, random_state=seed, warm_start=True)
+        for c in sorted(c_grid):
+            model.set_params(C=c).fit(train_x, targets[train_rows])
+            fold_aucs[c].append(roc_auc_score(targets[held_rows], model.predict_proba(held_x)[:, 1]))
+    scores = {c: float(np.mean(fold_aucs[c])) if fold_aucs[c] else float("nan") for c in c_grid}
     if all(np.isnan(v) for v in scores.values()):
         raise ProbeError("no cross-validation fold held both classes; the task is too small for the probe")
     return scores
@@ -121,19 +135,112 @@ def choose_c(cv_auc: dict[float, float]) -> float:
     return min(finite, key=lambda c: (-finite[c], c))
 
 
-def training_and_test_rows(patients: Sequence[str], labels: Sequence[str], splits: Sequence[str], seed: int = 0):
-    """Rows of the training part (train + val) and of the test part, and where the split came from."""
+@dataclass(frozen=True)
+class ProbeSettings:
+    """How the probe is run, everywhere it is run (probe, sweep, compare, the report)."""
+
+    positive: str | None = None  # the disease class; default: the class that is not normal-like
+    seed: int = 0  # the split, the cross-validation folds and the bootstrap
+    bootstrap: int = 1000  # patient resamples for the 95 % CIs; 0: no intervals
+    folds: int = 5  # cross-validation folds for choosing C
+    c_grid: tuple[float, ...] = C_GRID
+    split_policy: str = "refuse"  # a patient in the training and test parts of the manifest's split: "refuse" or "purge"
+
+    def __post_init__(self):
+        if self.split_policy not in SPLIT_POLICIES:
+            raise ProbeError(f"unknown split policy {self.split_policy!r}; use one of {', '.join(SPLIT_POLICIES)}")
+        if self.folds < 2:
+            raise ProbeError(f"--folds {self.folds}: cross-validation needs at least 2 folds")
+        if self.bootstrap < 0:
+            raise ProbeError(f"--bootstrap {self.bootstrap}: give 0 (no intervals) or a positive number of resamples")
+
+
+SPLIT_POLICIES = ("refuse", "purge")
+
+
+@dataclass(frozen=True)
+class ProbeSplit:
+    """The training part (train + val) and the test part, and where they came from."""
+
+    train: np.ndarray
+    test: np.ndarray
+    source: str  # "manifest" or "patient_grouped_70_10_20"
+    purged_images: int = 0  # training-part images dropped because their patient is in the test part
+    purged_patients: int = 0
+
+    def to_dict(self) -> dict:
+        return {"split_source": self.source, "purged_images": self.purged_images, "purged_patients": self.purged_patients}
+
+
+def has_test_split(splits: Sequence[str]) -> bool:
+    """Whether a manifest's split column holds an official test part beside a training part."""
     splits = list(splits)
-    if "test" in splits and any(s in ("train", "val") for s in splits):
+    return "test" in splits and any(s in ("train", "val") for s in splits)
+
+
+def probe_split(patients: Sequence[str], labels: Sequence[str], splits: Sequence[str], seed: int = 0, policy: str = "refuse") -> ProbeSplit:
+    """The manifest's split when it has a test part, else a seeded 70/10/20 patient-level split.
+
+    A patient found in both parts stops the probe (``policy="refuse"``), or, with
+    ``policy="purge"``, loses their training-part images: the official test part stays
+    intact, so results remain comparable with published ones, and the counts dropped
+    are reported.
+    """
+    splits = list(splits)
+    if has_test_split(splits):
         source = "manifest"
     else:
         splits = patient_grouped_split(patients, labels, seed=seed)
         source = "patient_grouped_70_10_20"
     parts = ["train" if s in ("train", "val") else s for s in splits]
-    assert_no_patient_leak(patients, parts, where="probe split")
-    train = np.array([i for i, s in enumerate(parts) if s == "train"])
-    test = np.array([i for i, s in enumerate(parts) if s == "test"])
-    return train, test, source
+    purged_images = purged_patients = 0
+    if policy == "purge" and source == "manifest":
+        in_test = {p for p, part in zip(patients, parts) if part == "test"}
+        crossing = {p for p, part in zip(patients, parts) if part == "train" and p in in_test}
+        purged_images = sum(1 for p, part in zip(patients, parts) if part == "train" and p in crossing)
+        purged_patients = len(crossing)
+        parts = ["" if part == "train" and p in crossing else part for p, part in zip(patients, parts)]
+    try:
+        assert_no_patient_leak(patients, parts, where="probe split")
+    except PatientLeakError as error:
+        raise PatientLeakError(f"{error}, or pass --split-policy purge to keep the test part and drop those patients' training images") from None
+    train = np.array([i for i, s in enumerate(parts) if s == "train"], dtype=int)
+    test = np.array([i for i, s in enumerate(parts) if s == "test"], dtype=int)
+    return ProbeSplit(train, test, source, purged_images, purged_patients)
+
+
+@dataclass
+class Fit:
+    """The probe fitted on one training part and scored on one test part."""
+
+    chosen_c: float
+    cv_auc: dict[float, float]
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]]  # empty when settings.bootstrap is 0
+    confusion: dict[str, int]
+    test_scores: np.ndarray
+    model: Pipeline
+
+
+def fit_and_score(
+    features: np.ndarray,
+    targets: np.ndarray,
+    patients: Sequence[str],
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    settings: ProbeSettings = ProbeSettings(),
+) -> Fit:
+    """The paper's probe on one split: standardise, balanced LR, C by patient-grouped CV, refit, test."""
+    patients = np.asarray(patients)
+    cv_auc = cross_validated_auc(features[train_rows], targets[train_rows], patients[train_rows], settings.c_grid, settings.folds, settings.seed)
+    chosen = choose_c(cv_auc)
+    model = make_classifier(chosen, settings.seed).fit(features[train_rows], targets[train_rows])
+    scores = model.predict_proba(features[test_rows])[:, 1]
+    truth = targets[test_rows]
+    intervals = (
+        bootstrap_intervals(truth, scores, patients[test_rows], resamples=settings.bootstrap, seed=settings.seed) if settings.bootstrap else {}
+    )
+    return Fit(chosen, cv_auc, binary_metrics(truth, scores), intervals, confusion(truth, scores >= 0.5), scores, model)
 
 
 def run_probe(
@@ -141,35 +248,28 @@ def run_probe(
     labels: Sequence[str],
     patients: Sequence[str],
     splits: Sequence[str] | None = None,
-    positive: str | None = None,
-    c_grid=C_GRID,
-    folds: int = 5,
-    seed: int = 0,
-    bootstrap: int = 1000,
+    settings: ProbeSettings = ProbeSettings(),
 ) -> ProbeResult:
     """The whole protocol, from features to test metrics with 95 % CIs."""
-    targets, positive, negative = binary_targets(labels, positive)
-    patients = np.asarray(patients)
-    train, test, source = training_and_test_rows(patients, labels, splits or [""] * len(labels), seed)
-    for name, rows in (("training", train), ("test", test)):
+    targets, positive, negative = binary_targets(labels, settings.positive)
+    split = probe_split(patients, labels, splits or [""] * len(labels), settings.seed, settings.split_policy)
+    for name, rows in (("training", split.train), ("test", split.test)):
         if len(rows) == 0 or len(set(targets[rows])) < 2:
             raise ProbeError(f"the {name} part must hold both classes ({positive}, {negative}); the task is too small or unbalanced")
-    cv_auc = cross_validated_auc(features[train], targets[train], patients[train], c_grid, folds, seed)
-    chosen = choose_c(cv_auc)
-    model = make_classifier(chosen, seed).fit(features[train], targets[train])
-    scores = model.predict_proba(features[test])[:, 1]
+    fit = fit_and_score(features, targets, patients, split.train, split.test, settings)
     return ProbeResult(
         positive=positive,
         negative=negative,
-        chosen_c=chosen,
-        cv_auc=cv_auc,
-        metrics=binary_metrics(targets[test], scores),
-        intervals=bootstrap_intervals(targets[test], scores, patients[test], resamples=bootstrap, seed=seed),
-        confusion=confusion(targets[test], scores >= 0.5),
-        n_train=len(train),
-        n_test=len(test),
-        split_source=source,
-        test_scores=scores,
-        test_indices=test,
-        model=model,
+        chosen_c=fit.chosen_c,
+        cv_auc=fit.cv_auc,
+        metrics=fit.metrics,
+        intervals=fit.intervals,
+        confusion=fit.confusion,
+        n_train=len(split.train),
+        n_test=len(split.test),
+        split_source=split.source,
+        purged=(split.purged_images, split.purged_patients),
+        test_scores=fit.test_scores,
+        test_indices=split.test,
+        model=fit.model,
     )

@@ -18,7 +18,7 @@ from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
-from cxrssl.eval.probe import ProbeResult
+from cxrssl.eval.probe import ProbeResult, ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_sweep
 from cxrssl.train import RunFolder
@@ -36,9 +36,7 @@ def sweep_run(
     run_dir: str | Path,
     task_data: str | Path,
     out_dir: str | Path | None = None,
-    positive: str | None = None,
-    seed: int = 0,
-    bootstrap: int = 1000,
+    settings: ProbeSettings = ProbeSettings(),
     progress: bool = True,
     task: ImageSet | None = None,
 ) -> Sweep:
@@ -57,7 +55,7 @@ def sweep_run(
     task = task or load_task(task_data, first.image_size, progress)
     rows, results = [], []
     for spec in specs:
-        result = evaluate_backbone(spec, task, positive, seed, bootstrap, progress=progress)
+        result = evaluate_backbone(spec, task, settings, progress=progress)
         results.append(result)
         rows.append({"epoch": spec.epoch, **result_payload(spec, task_data, result)})
         if progress:

@@ -1,5 +1,6 @@
-"""One self-contained HTML page per run: config, loss, Table III, per-checkpoint metric,
-t-SNE, Grad-CAM and error galleries, for one or more labelled tasks.
+"""One self-contained HTML page per run: config, loss, the paired comparisons of
+``cxrssl compare`` when given, Table III, per-checkpoint metric, t-SNE, Grad-CAM and error
+galleries, for one or more labelled tasks.
 
 Every figure is a PNG embedded as a data URI, so the page is a single file that can be
 mailed or archived. A few lines of script mark any figure that failed to load (and
@@ -22,12 +23,13 @@ from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import load_task
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.probe import ProbeSettings
 from cxrssl.eval.sweep import sweep_run
 from cxrssl.explain.gallery import draw_galleries
 from cxrssl.explain.tsne import tsne_panels
 from cxrssl.fileio import atomic_write_text
-from cxrssl.report.plots import plot_loss_curve
-from cxrssl.report.tables import HEADERS, metric_cells
+from cxrssl.report.plots import plot_label_efficiency, plot_loss_curve, plot_paired_differences
+from cxrssl.report.tables import HEADERS, estimate_cell, p_value_cell, metric_cells
 from cxrssl.train import RunFolder
 
 STYLE = """
@@ -65,10 +67,10 @@ def _even_picks(items: list, count: int) -> list:
     return [items[i] for i in sorted({round(x) for x in np.linspace(0, len(items) - 1, count)})]
 
 
-def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, positive: str | None, seed: int, bootstrap: int, progress: bool) -> str:
+def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, settings: ProbeSettings, progress: bool) -> str:
     image_size = BackboneSpec.from_checkpoint(run.saved_checkpoints()[-1]).image_size
     task = load_task(task_path, image_size, progress)
-    sweep = sweep_run(run.root, task_path, workdir / f"sweep_{index}", positive, seed, bootstrap, progress, task=task)
+    sweep = sweep_run(run.root, task_path, workdir / f"sweep_{index}", settings, progress, task=task)
     rows, final, result = sweep.rows, sweep.specs[-1], sweep.results[-1]
     dataset = rows[0]["dataset"]
     table3 = _table(
@@ -77,7 +79,7 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, pos
         "table3",
     )
     per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(metric_cells(row)[:2]), row["chosen_c"]] for row in rows], "sweep")
-    tsne, _ = tsne_panels(_even_picks(sweep.specs[1:], 4), task, workdir / f"tsne_{index}.png", seed=seed, progress=progress)
+    tsne, _ = tsne_panels(_even_picks(sweep.specs[1:], 4), task, workdir / f"tsne_{index}.png", seed=settings.seed, progress=progress)
     gradcam, errors = draw_galleries(final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png")
     counts = task.manifest.label_counts()
     return "\n".join(
@@ -103,14 +105,39 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, pos
     )
 
 
+def _compare_section(payload: dict, workdir: Path, index: int) -> str:
+    """A ``cxrssl compare`` result: the label-efficiency curve, the paired differences and the table."""
+    efficiency = plot_label_efficiency(payload, workdir / f"compare_efficiency_{index}.png")
+    differences = plot_paired_differences(payload, workdir / f"compare_differences_{index}.png")
+    reference = payload["reference"]
+    blocks = [
+        "<h2>Does pretraining pay? Paired comparison at label budgets</h2>",
+        _figure(efficiency, "Probe AUC against labelled patients per class (log axis), mean over folds with its 95 % interval, per backbone"),
+        _figure(differences, f"AUC minus the reference ({reference}) per budget, paired over the same folds and label draws, 95 % interval; 0 = no gain"),
+    ]
+    for task in payload["tasks"]:
+        rows = [
+            [row["budget"], row["backbone"], *(estimate_cell(row["metrics"][m]) for m in ("auc", "accuracy")),
+             estimate_cell((row["difference"] or {}).get("auc"), signed=True) if row["difference"] else "(reference)",
+             p_value_cell((row["difference"] or {}).get("auc")), f"{row['train_images']:.0f}"]  # fmt: skip
+            for row in task["rows"]
+        ]
+        blocks += [
+            f"<h3>{html.escape(task['task'])}</h3>",
+            f'<p class="meta">{task["images"]} images of {task["patients"]} patients, positive class {html.escape(task["positive"])}; '
+            f"{html.escape(task['design_text'])}. Intervals and p: {html.escape(task['statistic'])}.</p>",
+            _table(["labels/class", "backbone", "AUC", "ACC", f"Δ AUC vs {reference}", "p", "training images"], rows, "compare"),
+        ]
+    return "\n".join(blocks)
+
+
 def build_report(
     run_dir: str | Path,
     tasks: list[str],
     out_path: str | Path,
-    positive: str | None = None,
-    seed: int = 0,
-    bootstrap: int = 1000,
+    settings: ProbeSettings = ProbeSettings(),
     progress: bool = True,
+    compares: list[dict] = (),
 ) -> Path:
     """Write the report of ``run_dir`` evaluated on each labelled task (see the module docstring)."""
     run = RunFolder(run_dir)
@@ -124,7 +151,8 @@ def build_report(
     with tempfile.TemporaryDirectory() as workdir:
         workdir = Path(workdir)
         loss = plot_loss_curve([int(e["epoch"]) for e in log], [float(e["loss"]) for e in log], workdir / "loss.png")
-        sections = [_task_section(run, task, workdir, i, positive, seed, bootstrap, progress) for i, task in enumerate(tasks)]
+        sections = [_compare_section(payload, workdir, i) for i, payload in enumerate(compares)]
+        sections += [_task_section(run, task, workdir, i, settings, progress) for i, task in enumerate(tasks)]
         settings = [[key, json.dumps(value) if isinstance(value, (dict, list)) else value] for key, value in config["pretrain"].items()]
         data = [[key, config.get(key, "")] for key in ("manifest", "images_used", "patients_used", "unreadable_images", "pixels_from", "processes", "device")]
         page = "\n".join(

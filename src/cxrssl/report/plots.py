@@ -48,3 +48,68 @@ def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], ou
     figure.savefig(out_path)
     plt.close(figure)
     return Path(out_path)
+
+
+def _budget_positions(task: dict) -> tuple[list[str], dict[str, float]]:
+    """x position of each budget: its patients per class; 'all' at the mean training patients per class."""
+    budgets = list(dict.fromkeys(row["budget"] for row in task["rows"]))
+    positions = {}
+    for budget in budgets:
+        if budget == "all":
+            patients = [row["train_patients"] for row in task["rows"] if row["budget"] == "all"]
+            positions[budget] = max(patients[0] / 2, max((float(b) for b in budgets if b != "all"), default=1) * 1.5)
+        else:
+            positions[budget] = float(budget)
+    return budgets, positions
+
+
+def plot_label_efficiency(payload: dict, out_path: str | Path) -> Path:
+    """AUC against labelled patients per class (log axis): one line and 95 % band per backbone, a panel per task."""
+    tasks = payload["tasks"]
+    figure, axes_row = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), dpi=120, squeeze=False)
+    for axes, task in zip(axes_row[0], tasks):
+        budgets, positions = _budget_positions(task)
+        for backbone in dict.fromkeys(row["backbone"] for row in task["rows"]):
+            rows = [row for row in task["rows"] if row["backbone"] == backbone]
+            x = [positions[row["budget"]] for row in rows]
+            auc = [row["metrics"]["auc"] for row in rows]
+            line = axes.plot(x, [100 * a["value"] for a in auc], marker="o", label=backbone)[0]
+            axes.fill_between(x, [100 * a["low"] for a in auc], [100 * a["high"] for a in auc], color=line.get_color(), alpha=0.15)
+        axes.set_xscale("log")
+        axes.set_xticks([positions[b] for b in budgets], [b if b != "all" else f"all\n(~{positions[b] * 2:.0f})" for b in budgets])
+        axes.minorticks_off()
+        axes.set(xlabel="labelled patients per class", ylabel="AUC (%), 95 % CI", title=task["task"])
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out_path)
+    plt.close(figure)
+    return Path(out_path)
+
+
+def plot_paired_differences(payload: dict, out_path: str | Path) -> Path:
+    """Each backbone's AUC minus the reference's per budget, with its paired 95 % interval; 0 = no gain."""
+    tasks = payload["tasks"]
+    figure, axes_row = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), dpi=120, squeeze=False)
+    for axes, task in zip(axes_row[0], tasks):
+        budgets, positions = _budget_positions(task)
+        others = [b for b in dict.fromkeys(row["backbone"] for row in task["rows"]) if b != payload["reference"]]
+        for offset, backbone in enumerate(others):
+            rows = [row for row in task["rows"] if row["backbone"] == backbone]
+            shift = 1.06 ** (offset - (len(others) - 1) / 2)  # side by side on the log axis
+            x = [positions[row["budget"]] * shift for row in rows]
+            d = [row["difference"]["auc"] for row in rows]
+            values = [100 * e["value"] for e in d]
+            axes.errorbar(x, values, yerr=[[v - 100 * e["low"] for v, e in zip(values, d)], [100 * e["high"] - v for v, e in zip(values, d)]],
+                          marker="o", capsize=3, linestyle="none", label=backbone)  # fmt: skip
+        axes.axhline(0, color="black", linewidth=0.8)
+        axes.set_xscale("log")
+        axes.set_xticks([positions[b] for b in budgets], [b if b != "all" else "all" for b in budgets])
+        axes.minorticks_off()
+        axes.set(xlabel="labelled patients per class", ylabel=f"Δ AUC vs {payload['reference']} (points)", title=task["task"])
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out_path)
+    plt.close(figure)
+    return Path(out_path)

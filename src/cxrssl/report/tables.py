@@ -65,8 +65,19 @@ def paper_table_rows(results: list[dict]) -> list[tuple[str, str, dict]]:
 
 
 def paper_markdown_table(results: list[dict]) -> str:
-    """Table III: rows = dataset × pretext (fraction and epoch, or a run label), percent with 95 % CIs."""
-    return _markdown(["dataset", "pretext"], [([dataset, pretext], result) for dataset, pretext, result in paper_table_rows(results)])
+    """Table III: rows = dataset × pretext (fraction and epoch, or a run label), percent with 95 % CIs.
+
+    A footnote counts the training images that ``--split-policy purge`` dropped.
+    """
+    rows = paper_table_rows(results)
+    table = _markdown(["dataset", "pretext"], [([dataset, pretext], result) for dataset, pretext, result in rows])
+    notes = [
+        f"{dataset}, {pretext}: the official test part was kept; --split-policy purge dropped {result['purged_images']} training "
+        f"image(s) of {result['purged_patients']} patient(s) who are also in it."
+        for dataset, pretext, result in rows
+        if result.get("purged_images")
+    ]
+    return table + "".join(f"\n{note}\n" for note in notes)
 
 
 def paper_csv_table(results: list[dict]) -> str:
@@ -81,3 +92,89 @@ def _csv_field(text: str) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="").writerow([text])
     return buffer.getvalue()
+
+
+def estimate_cell(estimate: dict | None, signed: bool = False) -> str:
+    if not estimate or estimate["value"] is None or not math.isfinite(estimate["value"]):
+        return "–"
+    sign = "+" if signed else ""
+    low, high = estimate["low"], estimate["high"]
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{100 * estimate['value']:{sign}.1f}"
+    return f"{100 * estimate['value']:{sign}.1f} [{100 * low:{sign}.1f}, {100 * high:{sign}.1f}]"
+
+
+def p_value_cell(estimate: dict | None) -> str:
+    if not estimate or not math.isfinite(estimate.get("p_value", math.nan)):
+        return "–"
+    p = estimate["p_value"]
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def compare_markdown_table(payload: dict) -> str:
+    """A ``cxrssl compare`` result: per task, budget × backbone, metrics and the paired AUC difference.
+
+    Percent; 95 % intervals; Δ is the backbone minus the reference, paired over the same
+    folds and label draws.
+    """
+    reference = payload["reference"]
+    blocks = []
+    for task in payload["tasks"]:
+        lines = [
+            f"**{task['task']}**: {task['images']} images of {task['patients']} patients, positive class {task['positive']}; "
+            f"{task['design_text']}.",
+            "",
+            "| labels/class | backbone | " + " | ".join(HEADERS[m] for m in METRICS) + f" | Δ AUC vs {reference} | p |",
+            "|---|---|" + "---|" * (len(METRICS) + 2),
+        ]
+        for row in task["rows"]:
+            difference = (row["difference"] or {}).get("auc")
+            cells = [estimate_cell(row["metrics"][m]) for m in METRICS]
+            delta = estimate_cell(difference, signed=True) if difference else "(reference)"
+            lines.append(f"| {row['budget']} | {row['backbone']} | " + " | ".join(cells) + f" | {delta} | {p_value_cell(difference)} |")
+        notes = [f"Intervals and p: {task['statistic']}."]
+        if task.get("purged_images"):
+            notes.append(
+                f"--split-policy purge dropped {task['purged_images']} training image(s) of {task['purged_patients']} patient(s) also in the test part."
+            )
+        lines += ["", " ".join(notes)]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def compare_csv_table(payload: dict) -> str:
+    """One line per task × budget × backbone: metrics with 95 % intervals, differences to the reference with p."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["task", "design", "budget", "backbone", "reference", "n_folds", "train_images", "train_patients", "test_images"]
+    for metric in METRICS:
+        header += [metric, f"{metric}_low", f"{metric}_high"]
+    for metric in METRICS:
+        header += [f"delta_{metric}", f"delta_{metric}_low", f"delta_{metric}_high", f"p_{metric}"]
+    writer.writerow(header + ["statistic"])
+    for task in payload["tasks"]:
+        for row in task["rows"]:
+            line = [task["task"], task["design"], row["budget"], row["backbone"], row["reference"], row["n_folds"],
+                    f"{row['train_images']:.1f}", f"{row['train_patients']:.1f}", f"{row['test_images']:.1f}"]  # fmt: skip
+            for metric in METRICS:
+                found = row["metrics"][metric]
+                line += [f"{found[k]:.4f}" for k in ("value", "low", "high")]
+            for metric in METRICS:
+                found = (row["difference"] or {}).get(metric)
+                line += [f"{found[k]:.4f}" for k in ("value", "low", "high", "p_value")] if found else [""] * 4
+            writer.writerow(line + [task["statistic"]])
+    return buffer.getvalue()
+
+
+def compare_folds_csv(payload: dict) -> str:
+    """The per-fold values every summary is computed from."""
+    buffer = io.StringIO()
+    columns = ["task", "backbone", "budget", "repeat", "fold", "n_train", "n_train_patients", "n_test", "chosen_c", *METRICS]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(sorted(payload["folds"], key=lambda r: (r["task"], r["backbone"], _budget_order(r["budget"]), r["repeat"], r["fold"])))
+    return buffer.getvalue()
+
+
+def _budget_order(budget: str) -> float:
+    return math.inf if budget == "all" else float(budget)

@@ -1,0 +1,418 @@
+"""Does pretraining pay? Backbones compared on identical folds and label budgets, paired.
+
+For each labelled task, one resampling plan is drawn from the task alone (its labels,
+patients, split and the seed), never from a backbone, and every backbone is probed on
+exactly that plan, so every comparison is paired:
+
+* **Outer design.** Without an official test split: stratified, patient-grouped K-fold
+  cross-validation over every labelled image, repeated R times with different seeds
+  (default 5 × 5: every image is tested 5 times). With one (the manifest's ``test``
+  beside ``train``/``val``): the test part is kept for every repetition and the R
+  repetitions redraw the training side (label budgets and inner folds). A patient in
+  both official parts is refused, or purged from the training side (``split_policy``).
+* **Label budgets.** In each training part, each class's patients are permuted once
+  (``data.splits.label_budget_rows``) and a budget of b takes the first b patients per
+  class with all their images; ``all`` takes every patient. Budgets are nested.
+* **Inside.** The paper's probe, unchanged (``probe.fit_and_score``): standardise,
+  balanced logistic regression, C from the grid by patient-grouped inner CV, refit, test.
+
+Statistics (``eval.stats``): the corrected resampled t-test over the R·K folds for the
+CV design, a patient-level paired bootstrap for a fixed test part. Each backbone gets
+its mean ACC/AUC/SEN/SPE/F1 with a 95 % interval; each non-reference backbone its
+paired difference to the reference (default: the random initialisation) with a 95 %
+interval and a p-value. The output says which statistic was used.
+
+A killed comparison resumes: finished folds are kept in ``.compare.partial.jsonl`` in
+the output folder, keyed by everything that determines them, and skipped when it is run
+again with the same inputs; the file is removed once the results are written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from cxrssl.data.images import ImageSet
+from cxrssl.data.splits import label_budget_rows, patient_classes
+from cxrssl.errors import CxrsslError
+from cxrssl.eval.features import BackboneSpec, features_for
+from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.probe import ProbeError, ProbeSettings, binary_targets, fit_and_score, has_test_split, probe_split
+from cxrssl.eval.stats import (
+    CORRECTED_T,
+    PATIENT_BOOTSTRAP,
+    Estimate,
+    bootstrap_estimate,
+    corrected_t,
+    patient_resample_weights,
+    weighted_metrics,
+)
+from cxrssl.fileio import atomic_write_text
+
+DEFAULT_BUDGETS: tuple[int | None, ...] = (10, 25, 50, 100, 250, None)
+PARTIAL = ".compare.partial.jsonl"
+
+
+class CompareError(CxrsslError):
+    pass
+
+
+def budget_name(budget: int | None) -> str:
+    return "all" if budget is None else str(budget)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    budgets: tuple[int | None, ...] = DEFAULT_BUDGETS  # labelled patients per class; None = all
+    folds: int = 5  # outer folds K (CV design)
+    repeats: int = 5  # repetitions R
+    probe: ProbeSettings = ProbeSettings(bootstrap=0)  # the probe in each fold; its seed is the base seed
+    reference: str | None = None  # name of the reference backbone; default: the random init (else the first)
+    bootstrap: int = 2000  # patient resamples, fixed-test design
+    jobs: int = 0  # worker processes for the fits; 0 = one per core
+
+    def __post_init__(self):
+        if self.folds < 2:
+            raise CompareError(f"--folds {self.folds}: the outer cross-validation needs at least 2 folds")
+        if self.repeats < 1:
+            raise CompareError(f"--repeats {self.repeats}: give at least 1 repetition")
+        if not self.budgets or any(b is not None and b < 1 for b in self.budgets):
+            raise CompareError(f"--labels {','.join(map(budget_name, self.budgets))}: budgets are patients per class (>= 1) or 'all'")
+        if self.bootstrap < 100:
+            raise CompareError(f"--bootstrap {self.bootstrap}: the paired bootstrap needs at least 100 resamples")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["budgets"] = [budget_name(b) for b in self.budgets]
+        out["probe"]["c_grid"] = list(self.probe.c_grid)
+        out.pop("jobs")
+        return out
+
+
+@dataclass(frozen=True)
+class NamedBackbone:
+    name: str
+    spec: BackboneSpec
+
+
+@dataclass
+class Fold:
+    """One outer split of a task: the test rows, and the training rows of each budget."""
+
+    repeat: int
+    fold: int
+    test: np.ndarray
+    train: dict[int | None, np.ndarray]  # budget -> rows
+    seed: int  # seed of the inner CV
+    train_size: int  # images of the whole training part, before any budget
+
+
+@dataclass
+class TaskPlan:
+    name: str
+    design: str  # "cv" or "fixed_test"
+    targets: np.ndarray
+    patients: np.ndarray
+    positive: str
+    negative: str
+    folds: list[Fold]
+    purged: tuple[int, int] = (0, 0)
+    n_images: int = 0
+
+    @property
+    def statistic(self) -> str:
+        return CORRECTED_T if self.design == "cv" else PATIENT_BOOTSTRAP
+
+    def describe(self, settings: CompareSettings) -> str:
+        if self.design == "cv":
+            return f"{settings.repeats} x {settings.folds}-fold patient-grouped cross-validation"
+        return f"the manifest's test part, {settings.repeats} draws of the training part"
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+def plan_task(name: str, labels: Sequence[str], patients: Sequence[str], splits: Sequence[str], settings: CompareSettings) -> TaskPlan:
+    """The folds and budget draws of one task, the same for every backbone."""
+    probe = settings.probe
+    targets, positive, negative = binary_targets(labels, probe.positive)
+    patients = np.asarray(patients, dtype=object)
+    seed = probe.seed
+    folds: list[Fold] = []
+    purged = (0, 0)
+    classes = patient_classes(patients, labels)
+    if has_test_split(splits):
+        design = "fixed_test"
+        split = probe_split(patients, labels, splits, seed, probe.split_policy)
+        purged = (split.purged_images, split.purged_patients)
+        for name_, rows in (("training", split.train), ("test", split.test)):
+            if len(rows) == 0 or len(set(targets[rows])) < 2:
+                raise CompareError(f"{name}: the {name_} part of the manifest's split must hold both classes ({positive}, {negative})")
+        for repeat in range(settings.repeats):
+            train = _budgets(name, patients, labels, split.train, settings, (seed, repeat, 0))
+            folds.append(Fold(repeat, 0, split.test, train, _seed(seed, repeat, 0, 1), len(split.train)))
+    else:
+        design = "cv"
+        smallest = min((sum(1 for c in classes.values() if c == label), label) for label in (positive, negative))
+        if smallest[0] < settings.folds:
+            raise CompareError(
+                f"{name}: class {smallest[1]!r} has only {smallest[0]} patient(s), fewer than the {settings.folds} folds; "
+                f"lower --folds to at most {smallest[0]} or add labelled patients"
+            )
+        for repeat in range(settings.repeats):
+            splitter = StratifiedGroupKFold(n_splits=settings.folds, shuffle=True, random_state=_seed(seed, repeat))
+            for index, (train_rows, test_rows) in enumerate(splitter.split(np.zeros(len(targets)), targets, patients)):
+                if len(set(targets[test_rows])) < 2:
+                    raise CompareError(f"{name}: a test fold holds one class only; lower --folds")
+                train = _budgets(name, patients, labels, train_rows, settings, (seed, repeat, index))
+                folds.append(Fold(repeat, index, test_rows, train, _seed(seed, repeat, index, 1), len(train_rows)))
+    return TaskPlan(name, design, targets, patients, positive, negative, folds, purged, len(targets))
+
+
+def _budgets(name, patients, labels, rows, settings: CompareSettings, seed) -> dict[int | None, np.ndarray]:
+    try:
+        return label_budget_rows(patients, labels, rows, settings.budgets, seed=list(seed))
+    except CxrsslError as error:
+        raise CompareError(f"{name}: {error}") from None
+
+
+def _fit_fold(plan: TaskPlan, fold: Fold, features: dict[str, np.ndarray], settings: CompareSettings) -> dict:
+    """Every backbone at every budget on one fold: the records and (fixed test) the test scores."""
+    probe = replace(settings.probe, seed=fold.seed, bootstrap=0)
+    records, scores = [], {}
+    for name, values in features.items():
+        for budget, train in fold.train.items():
+            try:
+                fit = fit_and_score(values, plan.targets, plan.patients, train, fold.test, probe)
+            except ProbeError as error:
+                raise CompareError(f"{plan.name}, budget {budget_name(budget)}: {error}") from None
+            records.append(
+                {
+                    "task": plan.name,
+                    "backbone": name,
+                    "budget": budget_name(budget),
+                    "repeat": fold.repeat,
+                    "fold": fold.fold,
+                    "n_train": int(len(train)),
+                    "n_train_patients": int(len(set(plan.patients[train]))),
+                    "n_test": int(len(fold.test)),
+                    "chosen_c": fit.chosen_c,
+                    **{metric: float(fit.metrics[metric]) for metric in METRICS},
+                }
+            )
+            if plan.design == "fixed_test":
+                scores[f"{name}|{budget_name(budget)}"] = fit.test_scores.round(7).tolist()
+    return {"task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
+
+
+@dataclass
+class Comparison:
+    payload: dict  # what compare.json holds
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+
+
+def compare_backbones(
+    backbones: Sequence[NamedBackbone],
+    tasks: Sequence[tuple[str, ImageSet]],
+    out_dir: str | Path,
+    settings: CompareSettings = CompareSettings(),
+    progress: bool = True,
+    overwrite: bool = False,
+    features: dict[str, dict[str, np.ndarray]] | None = None,
+) -> Comparison:
+    """Compare ``backbones`` on every (name, images) task; write compare.json/.csv/.md and the figures.
+
+    ``features[task][backbone]``: features computed before (e.g. by ``cxrssl extract``);
+    by default they are extracted here, through the feature cache.
+    """
+    from cxrssl.report.compare import write_compare_outputs  # figures and tables live with the report
+
+    out_dir = Path(out_dir)
+    names = [b.name for b in backbones]
+    if len(backbones) < 2:
+        raise CompareError("give at least two backbones to compare (e.g. --checkpoint CK.json --init random)")
+    if len(set(names)) != len(names):
+        raise CompareError(f"two backbones share a name ({', '.join(names)}); name them with --checkpoint NAME=CK.json")
+    if len({b.spec.image_size for b in backbones}) > 1:
+        sizes = ", ".join(f"{b.name} {b.spec.image_size} px" for b in backbones)
+        raise CompareError(f"the backbones work at different image sizes ({sizes}); compare backbones of one image size")
+    reference = settings.reference or next((b.name for b in backbones if b.spec.checkpoint is None), names[0])
+    if reference not in names:
+        raise CompareError(f"--reference {reference!r} is not one of the backbones ({', '.join(names)})")
+    if (out_dir / "compare.json").exists() and not overwrite:
+        raise CompareError(f"{out_dir}: already holds compare.json; choose another -o or pass --overwrite")
+    say = print if progress else (lambda *a, **k: None)
+
+    plans = [plan_task(name, images.manifest.labels, images.manifest.patient_keys, images.manifest.splits, settings) for name, images in tasks]
+    if features is None:
+        features = {plan.name: {b.name: features_for(b.spec, images, progress=progress) for b in backbones} for plan, (_, images) in zip(plans, tasks)}
+    key = _key(features, tasks, settings)
+    done = _read_partial(out_dir / PARTIAL, key)
+    todo = [(plan, fold) for plan in plans for fold in plan.folds if (plan.name, fold.repeat, fold.fold) not in done]
+    fits = len(todo) * len(backbones) * len(settings.budgets)
+    say(f"compare: {len(backbones)} backbones x {len(plans)} task(s); {fits} probe fits to run ({len(done)} folds done before)")
+    _start_partial(out_dir / PARTIAL, key, done)
+    for result in _run_folds(todo, features, settings, progress):
+        done[(result["task"], result["repeat"], result["fold"])] = result
+        _append_partial(out_dir / PARTIAL, [result])
+    payload = summarise(plans, done, names, reference, settings)
+    payload["backbones"] = [{"name": b.name, "description": b.spec.description, "arch": b.spec.arch, "image_size": b.spec.image_size,
+                             "epoch": b.spec.epoch, "checkpoint": str(b.spec.checkpoint) if b.spec.checkpoint else None} for b in backbones]  # fmt: skip
+    files = write_compare_outputs(payload, out_dir)
+    (out_dir / PARTIAL).unlink(missing_ok=True)
+    return Comparison(payload, out_dir, files)
+
+
+def _run_folds(todo, features, settings: CompareSettings, progress: bool):
+    """Fit the folds, in worker processes when there are several cores; results as they finish."""
+    jobs = settings.jobs or (os.cpu_count() or 1)
+    if jobs == 1 or len(todo) <= 1:
+        from tqdm import tqdm
+
+        for plan, fold in tqdm(todo, desc="folds", unit="fold", disable=not progress, leave=False):
+            yield _fit_fold(plan, fold, features[plan.name], settings)
+        return
+    from joblib import Parallel, delayed
+
+    # One BLAS thread per worker: the workers, not BLAS, use the cores.
+    parallel = Parallel(n_jobs=min(jobs, len(todo)), return_as="generator_unordered", inner_max_num_threads=1, verbose=0)
+    yield from parallel(delayed(_fit_fold)(plan, fold, features[plan.name], settings) for plan, fold in todo)
+
+
+def _key(features: dict, tasks, settings: CompareSettings) -> str:
+    """What the fold results depend on: the features themselves (by content), the tasks' labels, patients and split, the settings."""
+    digest = hashlib.sha256()
+    for task_name in sorted(features):
+        for name in sorted(features[task_name]):
+            digest.update(f"{task_name}|{name}|{features[task_name][name].shape}".encode())
+            digest.update(np.ascontiguousarray(features[task_name][name]).tobytes())
+    text = json.dumps(
+        {"tasks": [[name, images.manifest.labels, images.manifest.patient_keys, images.manifest.splits] for name, images in tasks], "settings": settings.to_dict()},
+        sort_keys=True,
+    )
+    digest.update(text.encode())
+    return digest.hexdigest()
+
+
+def _read_partial(path: Path, key: str) -> dict:
+    """Folds finished by an earlier run of the same comparison; anything else in the file is ignored."""
+    done = {}
+    if not path.is_file():
+        return done
+    lines = path.read_text().splitlines()
+    if not lines or json.loads(lines[0]).get("key") != key:
+        return done  # another comparison's: it will be replaced
+    for line in lines[1:]:
+        try:
+            result = json.loads(line)
+        except ValueError:
+            break  # a line cut short by a kill
+        done[(result["task"], result["repeat"], result["fold"])] = result
+    return done
+
+
+def _start_partial(path: Path, key: str, done: dict) -> None:
+    """The partial file holds this comparison's key, then the folds kept from before (a torn last line dropped)."""
+    atomic_write_text(path, json.dumps({"key": key}) + "\n" + "".join(json.dumps(r) + "\n" for r in done.values()))
+
+
+def _append_partial(path: Path, results: list[dict]) -> None:
+    with open(path, "a") as handle:
+        for result in results:
+            handle.write(json.dumps(result) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def summarise(plans: list[TaskPlan], done: dict, names: list[str], reference: str, settings: CompareSettings) -> dict:
+    """compare.json's content: per task × budget × backbone the metrics and the paired differences."""
+    tasks = []
+    all_records = []
+    for plan in plans:
+        results = [done[(plan.name, fold.repeat, fold.fold)] for fold in plan.folds]
+        records = [record for result in results for record in result["records"]]
+        all_records += records
+        rows = []
+        weights = None
+        if plan.design == "fixed_test":
+            test = plan.folds[0].test
+            weights = patient_resample_weights(plan.patients[test].astype(str), settings.bootstrap, [settings.probe.seed, 99])
+        for budget in map(budget_name, settings.budgets):
+            by_name = {name: sorted((r for r in records if r["backbone"] == name and r["budget"] == budget), key=lambda r: (r["repeat"], r["fold"])) for name in names}
+            if plan.design == "cv":
+                # n_test / n_train of the whole training part (1 / (K - 1) for K folds). A budget's
+                # training sets are subsets that overlap less, so the correction is conservative there.
+                ratio = float(np.mean([len(f.test) / f.train_size for f in plan.folds]))
+                estimates = {name: {m: corrected_t([r[m] for r in by_name[name]], ratio) for m in METRICS} for name in names}
+                differences = {
+                    name: {m: corrected_t(np.array([r[m] for r in by_name[name]]) - np.array([r[m] for r in by_name[reference]]), ratio) for m in METRICS}
+                    for name in names
+                    if name != reference
+                }
+            else:
+                estimates, differences = _bootstrap_rows(plan, results, names, reference, budget, weights, settings)
+            for name in names:
+                folds = by_name[name]
+                row = {
+                    "task": plan.name,
+                    "budget": budget,
+                    "backbone": name,
+                    "reference": reference,
+                    "n_folds": len(folds),
+                    "train_images": float(np.mean([r["n_train"] for r in folds])),
+                    "train_patients": float(np.mean([r["n_train_patients"] for r in folds])),
+                    "test_images": float(np.mean([r["n_test"] for r in folds])),
+                    "metrics": {m: estimates[name][m].to_dict() for m in METRICS},
+                    "difference": {m: differences[name][m].to_dict() for m in METRICS} if name in differences else None,
+                }
+                rows.append(row)
+        tasks.append(
+            {
+                "task": plan.name,
+                "design": plan.design,
+                "design_text": plan.describe(settings),
+                "statistic": plan.statistic,
+                "positive": plan.positive,
+                "negative": plan.negative,
+                "images": plan.n_images,
+                "patients": int(len(set(plan.patients))),
+                "purged_images": plan.purged[0],
+                "purged_patients": plan.purged[1],
+                "rows": rows,
+            }
+        )
+    return {"kind": "cxrssl-compare", "settings": settings.to_dict(), "reference": reference, "tasks": tasks, "folds": all_records}
+
+
+def _bootstrap_rows(plan: TaskPlan, results: list[dict], names, reference, budget, weights, settings: CompareSettings):
+    """Fixed test part: the mean over repeats of each metric, and its paired patient bootstrap."""
+    truth = plan.targets[plan.folds[0].test]
+    point, draws = {}, {}
+    for name in names:
+        runs = [np.asarray(result["scores"][f"{name}|{budget}"]) for result in results]
+        ones = np.ones((1, len(truth)))
+        point[name] = {m: float(np.mean([weighted_metrics(truth, s, ones)[m][0] for s in runs])) for m in METRICS}
+        per_run = [weighted_metrics(truth, s, weights) for s in runs]
+        draws[name] = {m: np.nanmean(np.stack([p[m] for p in per_run]), axis=0) for m in METRICS}
+    estimates = {name: {m: bootstrap_estimate(point[name][m], draws[name][m]) for m in METRICS} for name in names}
+    differences = {
+        name: {m: bootstrap_estimate(point[name][m] - point[reference][m], draws[name][m] - draws[reference][m], difference=True) for m in METRICS}
+        for name in names
+        if name != reference
+    }
+    return estimates, differences
+
+
+def estimate_of(row: dict, metric: str = "auc", difference: bool = False) -> Estimate | None:
+    """An Estimate back from a compare.json row."""
+    found = row["difference"] if difference else row["metrics"]
+    return Estimate(**found[metric]) if found else None
