@@ -9,7 +9,8 @@ from cxrssl import __version__
 from cxrssl.checkpoint import load_backbone, load_tensors
 from cxrssl.config import load_pretrain_config
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
-from cxrssl.train import RunFolder, pretrain
+from cxrssl.run import RunFolder
+from cxrssl.train import pretrain
 from cxrssl.data.manifest import read_manifest
 
 

@@ -130,6 +130,7 @@ def cmd_cache(args) -> None:
 
 def cmd_pretrain(args) -> None:
     from cxrssl.config import PretrainConfig, load_pretrain_config, with_overrides
+    from cxrssl.run import RunFolder
     from cxrssl.train import pretrain
 
     overrides = {
@@ -145,10 +146,10 @@ def cmd_pretrain(args) -> None:
         "device": args.device,
         "compile": True if args.compile else None,
     }
-    saved_config = Path(args.out) / "config.json"
-    if args.resume and args.config is None and saved_config.is_file():
+    run = RunFolder(args.out)
+    if args.resume and args.config is None and run.config.is_file():
         # Resuming without --config continues with the run's own settings.
-        base = PretrainConfig.from_dict(json.loads(saved_config.read_text())["pretrain"], str(saved_config))
+        base = PretrainConfig.from_dict(run.read_config()["pretrain"], str(run.config))
         config = with_overrides(base, overrides)
     else:
         config = load_pretrain_config(args.config or "cpu", overrides)

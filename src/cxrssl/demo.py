@@ -24,6 +24,7 @@ from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_loss_curve
+from cxrssl.run import RunFolder
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     task_manifest = _phantoms(out_dir / "phantoms" / "task", settings.task_images, settings.phantom_size, settings.seed * 2 + 2, progress)
 
     say(f"[2/5] SimCLR pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
-    from cxrssl.train import RunFolder, pretrain
+    from cxrssl.train import pretrain
 
     run = RunFolder(out_dir / "run")
     resume = run.state.is_file()  # a killed demo picks up where it stopped

@@ -9,15 +9,12 @@ with ``resume=True`` reproduces the uninterrupted run's losses.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
@@ -38,13 +35,13 @@ from cxrssl.data.splits import patient_share
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
 from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, sync_interval, training_step, two_views
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
-from cxrssl.fileio import atomic_write_json, atomic_write_text
+from cxrssl.fileio import atomic_write_json
 from cxrssl.hardware import native_bf16, resolve_device
+from cxrssl.run import RunFolder
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import SimCLR
 
-LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s")
 # Settings that may differ when a run is resumed: extending it (with a new keep-list,
 # e.g. 10,25,50,100), or lowering the learning rate after a divergence. Anything
 # else would make a different run.
@@ -60,41 +57,6 @@ class PretrainResult:
     images: int = 0
 
 
-class RunFolder:
-    """Paths of one run, and the small files that describe it."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.checkpoints = self.root / "checkpoints"
-        self.state = self.root / "state" / "last.json"
-        self.config = self.root / "config.json"
-        self.log = self.root / "log.csv"
-        self.status = self.root / "status.json"
-        self.subset = self.root / "pretext_manifest.csv"
-        self.unreadable = self.root / "unreadable.csv"
-
-    def checkpoint(self, epoch: int) -> Path:
-        return self.checkpoints / f"epoch_{epoch:04d}.json"
-
-    def saved_checkpoints(self) -> list[Path]:
-        return sorted(self.checkpoints.glob("epoch_*.json"))
-
-    def read_log(self) -> list[dict]:
-        if not self.log.is_file():
-            return []
-        return list(csv.DictReader(self.log.open()))
-
-    def write_log(self, rows: list[dict]) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.log, buffer.getvalue())
-
-    def set_status(self, state: str, **details) -> None:
-        atomic_write_json(self.status, {"state": state, "cxrssl_version": __version__, **details})
-
-
 def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
     """The epoch to start after (0 for a new run), after checking the folder."""
     has_state = run.state.is_file()
@@ -106,7 +68,7 @@ def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
         if run.root.exists() and any(run.root.iterdir()):
             raise CxrsslError(f"{run.root}: nothing to resume (no state/last.json); start a new run in an empty folder")
         return 0  # --resume on an empty folder simply starts the run
-    saved = json.loads(run.config.read_text())["pretrain"]
+    saved = run.read_config()["pretrain"]
     current = config.to_dict()
     changed = sorted(key for key in current if current[key] != saved.get(key) and key not in RESUMABLE_CHANGES)
     if changed:

@@ -281,11 +281,12 @@ def _run_folds(todo, features, settings: CompareSettings, progress: bool):
         for plan, fold in tqdm(todo, desc="folds", unit="fold", disable=not progress, leave=False):
             yield _fit_fold(plan, fold, features[plan.name], settings)
         return
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
 
     # One BLAS thread per worker: the workers, not BLAS, use the cores.
-    parallel = Parallel(n_jobs=min(jobs, len(todo)), return_as="generator_unordered", inner_max_num_threads=1, verbose=0)
-    yield from parallel(delayed(_fit_fold)(plan, fold, features[plan.name], settings) for plan, fold in todo)
+    with parallel_config(backend="loky", inner_max_num_threads=1):
+        parallel = Parallel(n_jobs=min(jobs, len(todo)), return_as="generator_unordered")
+        yield from parallel(delayed(_fit_fold)(plan, fold, features[plan.name], settings) for plan, fold in todo)
 
 
 def _key(features: dict, tasks, settings: CompareSettings) -> str:

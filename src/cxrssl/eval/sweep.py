@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from cxrssl.eval.metrics import METRICS
 from cxrssl.eval.probe import ProbeResult, ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_sweep
-from cxrssl.train import RunFolder
+from cxrssl.run import RunFolder
 
 
 @dataclass
@@ -50,7 +49,7 @@ def sweep_run(
         raise CxrsslError(f"{run.root}: no checkpoints/epoch_*.json; is this a run folder of `cxrssl pretrain`?")
     log = run.read_log()
     first = BackboneSpec.from_checkpoint(checkpoints[0])
-    pretrain_seed = int(json.loads(run.config.read_text())["pretrain"]["seed"]) if run.config.is_file() else 0
+    pretrain_seed = int(run.read_config()["pretrain"].get("seed", 0)) if run.config.is_file() else 0
     specs = [BackboneSpec.random(first.arch, first.image_size, pretrain_seed)] + [BackboneSpec.from_checkpoint(c) for c in checkpoints]
     task = task or load_task(task_data, first.image_size, progress)
     rows, results = [], []

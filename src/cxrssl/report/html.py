@@ -29,8 +29,8 @@ from cxrssl.explain.gallery import draw_galleries
 from cxrssl.explain.tsne import tsne_panels
 from cxrssl.fileio import atomic_write_text
 from cxrssl.report.plots import plot_label_efficiency, plot_loss_curve, plot_paired_differences
+from cxrssl.run import RunFolder
 from cxrssl.report.tables import HEADERS, estimate_cell, p_value_cell, metric_cells
-from cxrssl.train import RunFolder
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; color: #222; line-height: 1.4; }
@@ -145,7 +145,7 @@ def build_report(
         raise CxrsslError(f"{run.root}: no checkpoints or config.json; pass the folder of a `cxrssl pretrain` run")
     if not tasks:
         raise CxrsslError("give at least one labelled --task manifest to evaluate the run on")
-    config = json.loads(run.config.read_text())
+    config = run.read_config()
     status = json.loads(run.status.read_text()) if run.status.is_file() else {}
     log = run.read_log()
     with tempfile.TemporaryDirectory() as workdir:

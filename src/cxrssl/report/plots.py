@@ -50,35 +50,31 @@ def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], ou
     return Path(out_path)
 
 
-def _budget_positions(task: dict) -> tuple[list[str], dict[str, float]]:
-    """x position of each budget: its patients per class; 'all' at the mean training patients per class."""
+def _budget_positions(task: dict) -> tuple[list[str], dict[str, float], dict[str, str]]:
+    """x position and tick label of each budget: its patients per class; 'all' at the mean training patients per class."""
     budgets = list(dict.fromkeys(row["budget"] for row in task["rows"]))
-    positions = {}
+    positions, labels = {}, {}
     for budget in budgets:
         if budget == "all":
-            patients = [row["train_patients"] for row in task["rows"] if row["budget"] == "all"]
-            positions[budget] = max(patients[0] / 2, max((float(b) for b in budgets if b != "all"), default=1) * 1.5)
+            per_class = next(row["train_patients"] for row in task["rows"] if row["budget"] == "all") / 2
+            positions[budget] = max(per_class, max((float(b) for b in budgets if b != "all"), default=1) * 1.5)
+            labels[budget] = f"all\n(~{per_class:.0f})"
         else:
-            positions[budget] = float(budget)
-    return budgets, positions
+            positions[budget], labels[budget] = float(budget), budget
+    return budgets, positions, labels
 
 
-def plot_label_efficiency(payload: dict, out_path: str | Path) -> Path:
-    """AUC against labelled patients per class (log axis): one line and 95 % band per backbone, a panel per task."""
+def _budget_panels(payload: dict, out_path: str | Path, ylabel: str, draw) -> Path:
+    """One panel per task, labelled patients per class on a log x axis; ``draw(axes, task, positions)`` fills a panel."""
     tasks = payload["tasks"]
     figure, axes_row = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), dpi=120, squeeze=False)
     for axes, task in zip(axes_row[0], tasks):
-        budgets, positions = _budget_positions(task)
-        for backbone in dict.fromkeys(row["backbone"] for row in task["rows"]):
-            rows = [row for row in task["rows"] if row["backbone"] == backbone]
-            x = [positions[row["budget"]] for row in rows]
-            auc = [row["metrics"]["auc"] for row in rows]
-            line = axes.plot(x, [100 * a["value"] for a in auc], marker="o", label=backbone)[0]
-            axes.fill_between(x, [100 * a["low"] for a in auc], [100 * a["high"] for a in auc], color=line.get_color(), alpha=0.15)
+        budgets, positions, labels = _budget_positions(task)
+        draw(axes, task, positions)
         axes.set_xscale("log")
-        axes.set_xticks([positions[b] for b in budgets], [b if b != "all" else f"all\n(~{positions[b] * 2:.0f})" for b in budgets])
+        axes.set_xticks([positions[b] for b in budgets], [labels[b] for b in budgets])
         axes.minorticks_off()
-        axes.set(xlabel="labelled patients per class", ylabel="AUC (%), 95 % CI", title=task["task"])
+        axes.set(xlabel="labelled patients per class", ylabel=ylabel, title=task["task"])
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     figure.tight_layout()
@@ -87,12 +83,24 @@ def plot_label_efficiency(payload: dict, out_path: str | Path) -> Path:
     return Path(out_path)
 
 
+def plot_label_efficiency(payload: dict, out_path: str | Path) -> Path:
+    """AUC against labelled patients per class (log axis): one line and 95 % band per backbone, a panel per task."""
+
+    def draw(axes, task, positions):
+        for backbone in dict.fromkeys(row["backbone"] for row in task["rows"]):
+            rows = [row for row in task["rows"] if row["backbone"] == backbone]
+            x = [positions[row["budget"]] for row in rows]
+            auc = [row["metrics"]["auc"] for row in rows]
+            line = axes.plot(x, [100 * a["value"] for a in auc], marker="o", label=backbone)[0]
+            axes.fill_between(x, [100 * a["low"] for a in auc], [100 * a["high"] for a in auc], color=line.get_color(), alpha=0.15)
+
+    return _budget_panels(payload, out_path, "AUC (%), 95 % CI", draw)
+
+
 def plot_paired_differences(payload: dict, out_path: str | Path) -> Path:
     """Each backbone's AUC minus the reference's per budget, with its paired 95 % interval; 0 = no gain."""
-    tasks = payload["tasks"]
-    figure, axes_row = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), dpi=120, squeeze=False)
-    for axes, task in zip(axes_row[0], tasks):
-        budgets, positions = _budget_positions(task)
+
+    def draw(axes, task, positions):
         others = [b for b in dict.fromkeys(row["backbone"] for row in task["rows"]) if b != payload["reference"]]
         for offset, backbone in enumerate(others):
             rows = [row for row in task["rows"] if row["backbone"] == backbone]
@@ -103,13 +111,5 @@ def plot_paired_differences(payload: dict, out_path: str | Path) -> Path:
             axes.errorbar(x, values, yerr=[[v - 100 * e["low"] for v, e in zip(values, d)], [100 * e["high"] - v for v, e in zip(values, d)]],
                           marker="o", capsize=3, linestyle="none", label=backbone)  # fmt: skip
         axes.axhline(0, color="black", linewidth=0.8)
-        axes.set_xscale("log")
-        axes.set_xticks([positions[b] for b in budgets], [b if b != "all" else "all" for b in budgets])
-        axes.minorticks_off()
-        axes.set(xlabel="labelled patients per class", ylabel=f"Δ AUC vs {payload['reference']} (points)", title=task["task"])
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out_path)
-    plt.close(figure)
-    return Path(out_path)
+
+    return _budget_panels(payload, out_path, f"Δ AUC vs {payload['reference']} (points)", draw)
