@@ -101,11 +101,17 @@ def test_compare_through_the_cli_then_table_and_report(tmp_path, phantom_manifes
     checkpoint = run / "checkpoints" / "epoch_0001.json"
     out = tmp_path / "cmp"
     args = ["compare", "--checkpoint", f"simclr={checkpoint}", "--init", "random", "--task", str(phantom_manifest),
-            "--labels", "all,3", "--folds", "3", "--repeats", "1", "--inner-folds", "2", "--jobs", "1", "-o", str(out), "--quiet"]  # fmt: skip
+            "--labels", "all,3", "--folds", "3", "--repeats", "1", "--inner-folds", "2", "--jobs", "1", "-o", str(out), "--quiet",
+            "--finetune", "--finetune-labels", "all", "--epochs", "1", "--batch-size", "8"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| 3 | simclr |" in printed and "| all | random init |" in printed and "Δ AUC vs random init" in printed
+    assert "| all | simclr (fine-tuned) |" in printed and "| all | random init (fine-tuned) | " in printed
     payload = json.loads((out / "compare.json").read_text())
+    finetuned = [row for row in payload["tasks"][0]["rows"] if row["mode"] == "finetune"]
+    assert [(row["backbone"], row["budget"], row["n_folds"]) for row in finetuned] == [("simclr (fine-tuned)", "all", 3), ("random init (fine-tuned)", "all", 3)]
+    assert finetuned[0]["reference"] == "random init (fine-tuned)" and finetuned[0]["difference"]["auc"]["p_value"] <= 1
+    assert not (out / ".finetune_state").exists() and not (out / ".compare.partial.jsonl").exists()
     assert [b["name"] for b in payload["backbones"]] == ["simclr", "random init"]
     assert payload["backbones"][1]["image_size"] == 32  # --init random follows the checkpoint's size
     assert main(args) == 2 and "already holds compare.json" in capsys.readouterr().err

@@ -163,8 +163,11 @@ def _backbone_spec(args):
     from cxrssl.eval.features import BackboneSpec
 
     if args.checkpoint:
-        return BackboneSpec.from_checkpoint(args.checkpoint)
-    return BackboneSpec.random(args.arch, args.image_size, args.seed)
+        spec = BackboneSpec.from_checkpoint(args.checkpoint)
+        if args.arch and args.arch != spec.arch:
+            raise CxrsslError(f"{args.checkpoint}: is a {spec.arch} checkpoint, not {args.arch}; drop --arch or pass a {args.arch} checkpoint")
+        return spec
+    return BackboneSpec.random(args.arch or "resnet18", args.image_size, args.seed)
 
 
 def _probe_settings(args):
@@ -341,7 +344,9 @@ def cmd_compare(args) -> None:
     from cxrssl.eval.probe import ProbeSettings
 
     probe = ProbeSettings(positive=args.positive, seed=args.seed, bootstrap=0, folds=args.inner_folds, split_policy=args.split_policy)
-    settings = CompareSettings(tuple(args.labels), args.folds, args.repeats, probe, args.reference, args.bootstrap, args.jobs)
+    finetune = _finetune_settings(args) if args.finetune else None
+    settings = CompareSettings(tuple(args.labels), args.folds, args.repeats, probe, args.reference, args.bootstrap, args.jobs,
+                               finetune, tuple(args.finetune_labels), args.finetune_repeats)  # fmt: skip
     backbones = _named_backbones(args)
     if len({b.spec.image_size for b in backbones}) > 1:
         sizes = ", ".join(f"{b.name} {b.spec.image_size} px" for b in backbones)
@@ -351,6 +356,39 @@ def cmd_compare(args) -> None:
     comparison = compare_backbones(backbones, tasks, args.output, settings, progress=not args.quiet, overwrite=args.overwrite)
     print((comparison.folder / "compare.md").read_text())
     print(f"wrote {comparison.folder}/: compare.json, compare.csv, compare_folds.csv, compare.md, compare_efficiency.png, compare_differences.png")
+
+
+def _finetune_settings(args):
+    from cxrssl.eval.finetune import FinetuneSettings
+
+    return FinetuneSettings(
+        epochs=args.epochs, batch_size=args.batch_size, head_lr=args.lr, backbone_lr=args.backbone_lr, patience=args.patience,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+    )  # fmt: skip
+
+
+def cmd_finetune(args) -> None:
+    from cxrssl.eval.evaluate import finetune_backbone, load_task, write_predictions
+    from cxrssl.fileio import atomic_write_json
+    from cxrssl.report.tables import paper_markdown_table
+
+    spec = _backbone_spec(args)
+    task = load_task(args.task, spec.image_size, progress=not args.quiet)
+    output = Path(args.output)
+    result, fit, payload = finetune_backbone(spec, task, args.task, _probe_settings(args), _finetune_settings(args), output, args.dataset, args.label,
+                                             progress=not args.quiet)  # fmt: skip
+    atomic_write_json(output, payload)
+    predictions = write_predictions(result, task, output.with_name(output.stem + "_predictions.csv"))
+    print(paper_markdown_table([payload]))
+    curve = ", ".join(f"{auc:.3f}" for auc in fit.val_auc)
+    print(f"chosen epoch {fit.chosen_epoch} of {len(fit.val_auc)} by validation AUC ({curve}); {fit.n_fit} images fitted, {fit.n_val} validated")
+    print(f"wrote {output} and {predictions}")
+    if args.save_model:
+        from cxrssl.eval.model import save_model
+
+        probe = fit.probe(result.positive, result.negative)
+        saved = save_model(args.save_model, fit.model.backbone, probe, spec.arch, spec.image_size, f"fine-tuned from {spec.description}", result.metrics)
+        print(f"saved the fine-tuned network to {saved.parent} (use: cxrssl predict --model {saved.parent} IMAGE...)")
 
 
 def cmd_demo(args) -> None:
@@ -430,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         which = verb.add_mutually_exclusive_group(required=True)
         which.add_argument("--checkpoint", help="checkpoint .json of a pretraining run")
         which.add_argument("--init", choices=("random",), help="a randomly initialised backbone, the baseline")
-        verb.add_argument("--arch", default="resnet18", help="architecture for --init random")
+        verb.add_argument("--arch", help="architecture for --init random (default resnet18); with --checkpoint, checked against it")
         verb.add_argument("--image-size", type=int, default=128, help="image size for --init random")
         verb.add_argument("--seed", type=int, default=0, help="seed of --init random, the split and the bootstrap")
         verb.add_argument("--quiet", action="store_true")
@@ -504,6 +542,28 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("-o", "--output", help="folder for sweep.csv/json/png (default RUN/sweep_<dataset>)")
     sweep.set_defaults(handler=cmd_sweep)
 
+    def add_finetune_flags(verb) -> None:
+        verb.add_argument("--epochs", type=int, default=20, help="fine-tuning: at most this many epochs (default 20)")
+        verb.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch (default 32)")
+        verb.add_argument("--lr", type=float, default=1e-3, help="fine-tuning: learning rate of the head (default 1e-3)")
+        verb.add_argument("--backbone-lr", type=float, default=1e-4, help="fine-tuning: learning rate of the backbone (default 1e-4)")
+        verb.add_argument("--patience", type=int, default=5, help="fine-tuning: stop after this many epochs without a better validation AUC")
+        verb.add_argument("--val-fraction", type=float, default=0.2, help="fine-tuning: share of training patients held out to pick the epoch")
+        verb.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+    finetune = verbs.add_parser("finetune", help="train backbone + linear head end to end on a labelled task; output as `probe`")
+    add_backbone_flags(finetune)
+    finetune.add_argument("--task", required=True, help="labelled manifest CSV, or a cache folder of one")
+    finetune.add_argument("--positive", help="the disease class (default: the class that is not normal)")
+    finetune.add_argument("-o", "--output", default="finetune.json")
+    finetune.add_argument("--dataset", help="dataset name for tables (default: from the manifest's name)")
+    finetune.add_argument("--label", help="row label for tables (default: the backbone and 'fine-tuned')")
+    finetune.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    finetune.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+    finetune.add_argument("--save-model", metavar="DIR", help="save the fine-tuned network for `cxrssl predict` and `gradcam` (safetensors + JSON)")
+    add_finetune_flags(finetune)
+    finetune.set_defaults(handler=cmd_finetune)
+
     compare = verbs.add_parser("compare", help="does pretraining pay? backbones on identical folds and label budgets, paired differences")
     compare.add_argument("--checkpoint", action="append", default=[], metavar="[NAME=]CK.json", help="a checkpoint to compare (repeatable)")
     compare.add_argument("--init", action="append", default=[], choices=("random",), help="add the random initialisation (the default reference)")
@@ -521,6 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--bootstrap", type=int, default=2000, help="patient resamples when the task has an official test split")
     compare.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
     compare.add_argument("--jobs", type=int, default=0, help="worker processes for the fits (default: one per core)")
+    compare.add_argument("--finetune", action="store_true", help="also fine-tune every backbone end to end (see `cxrssl finetune`)")
+    compare.add_argument("--finetune-labels", type=_budgets, default=[25, 100, None], metavar="25,100,all",
+                         help="budgets to fine-tune at, among --labels (default 25,100,all)")  # fmt: skip
+    compare.add_argument("--finetune-repeats", type=int, default=1, help="repetitions of the folds to fine-tune on (default 1)")
+    add_finetune_flags(compare)
     compare.add_argument("-o", "--output", default="compare", help="folder for compare.json/.csv/.md and the figures (default ./compare)")
     compare.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in that folder")
     compare.add_argument("--quiet", action="store_true")

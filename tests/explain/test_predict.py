@@ -30,3 +30,36 @@ def test_predict_equals_the_probe_test_predictions(tmp_path, phantom_manifest, c
     captured = capsys.readouterr()
     assert captured.out.count("p(PNEUMONIA)=") == 1 and "skipped" in captured.err and "broken.png" in captured.err
     assert main(["predict", "--model", str(tmp_path / "model"), str(tmp_path / "broken.png")]) == 2
+
+
+def test_a_finetuned_model_predicts_its_test_probabilities_and_explains_them(tmp_path, phantom_manifest, capsys):
+    out = tmp_path / "ft.json"
+    code = main(["finetune", "--init", "random", "--image-size", "32", "--task", str(phantom_manifest), "-o", str(out), "--epochs", "2",
+                 "--batch-size", "8", "--bootstrap", "20", "--quiet", "--save-model", str(tmp_path / "model")])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "random init, fine-tuned" in printed and "chosen epoch" in printed
+    rows = list(csv.DictReader(open(tmp_path / "ft_predictions.csv")))
+    manifest = read_manifest(phantom_manifest)
+    predictions, _ = predict_images(tmp_path / "model", [str(manifest.root / row["path"]) for row in rows], heatmaps=tmp_path / "heat")
+    for row, prediction in zip(rows, predictions):
+        assert prediction.probability == pytest.approx(float(row["p_PNEUMONIA"]), abs=1e-5)
+    assert len(list((tmp_path / "heat").glob("*_gradcam.png"))) == len(rows)
+    assert not (tmp_path / "ft_state").exists()
+
+
+def test_finetune_refuses_a_checkpoint_of_another_architecture_and_a_one_class_task(tmp_path, phantom_manifest, capsys):
+    from cxrssl.config import load_pretrain_config
+    from cxrssl.train import pretrain
+    from dataclasses import replace
+
+    config = replace(load_pretrain_config("demo"), image_size=32, batch_size=16, epochs=1, hidden_features=32, out_features=8)
+    pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
+    checkpoint = tmp_path / "run" / "checkpoints" / "epoch_0001.json"
+    assert main(["finetune", "--checkpoint", str(checkpoint), "--arch", "resnet50", "--task", str(phantom_manifest), "-o", str(tmp_path / "x.json")]) == 2
+    assert "is a resnet18 checkpoint, not resnet50" in capsys.readouterr().err
+    one_class = tmp_path / "one.csv"
+    lines = read_manifest(phantom_manifest)
+    one_class.write_text("path,patient_id,label\n" + "".join(f"{lines.root / r.path},{r.patient_id},NORMAL\n" for r in lines.rows))
+    assert main(["finetune", "--init", "random", "--image-size", "32", "--task", str(one_class), "-o", str(tmp_path / "y.json")]) == 2
+    assert "exactly two classes, found 1" in capsys.readouterr().err

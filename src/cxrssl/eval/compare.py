@@ -15,6 +15,10 @@ exactly that plan, so every comparison is paired:
   class with all their images; ``all`` takes every patient. Budgets are nested.
 * **Inside.** The paper's probe, unchanged (``probe.fit_and_score``): standardise,
   balanced logistic regression, C from the grid by patient-grouped inner CV, refit, test.
+  With ``settings.finetune``, every backbone is also fine-tuned end to end
+  (``eval.finetune``) at the fine-tuning budgets on the folds of the first
+  ``finetune_repeats`` repetitions: the same folds and draws for every backbone, so
+  those rows are paired with the fine-tuned reference the same way.
 
 Statistics (``eval.stats``): the corrected resampled t-test over the R·K folds for the
 CV design, a patient-level paired bootstrap for a fixed test part. Each backbone gets
@@ -32,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -58,6 +63,7 @@ from cxrssl.fileio import atomic_write_text
 
 DEFAULT_BUDGETS: tuple[int | None, ...] = (10, 25, 50, 100, 250, None)
 PARTIAL = ".compare.partial.jsonl"
+FINETUNE_STATE = ".finetune_state"
 
 
 class CompareError(CxrsslError):
@@ -77,6 +83,9 @@ class CompareSettings:
     reference: str | None = None  # name of the reference backbone; default: the random init (else the first)
     bootstrap: int = 2000  # patient resamples, fixed-test design
     jobs: int = 0  # worker processes for the fits; 0 = one per core
+    finetune: "FinetuneSettings | None" = None  # also fine-tune every backbone (eval.finetune)
+    finetune_budgets: tuple[int | None, ...] = (25, 100, None)  # where to fine-tune; each must be one of budgets
+    finetune_repeats: int = 1  # fine-tune on the folds of the first repeats only: it costs far more than a probe
 
     def __post_init__(self):
         if self.folds < 2:
@@ -85,6 +94,11 @@ class CompareSettings:
             raise CompareError(f"--repeats {self.repeats}: give at least 1 repetition")
         if not self.budgets or any(b is not None and b < 1 for b in self.budgets):
             raise CompareError(f"--labels {','.join(map(budget_name, self.budgets))}: budgets are patients per class (>= 1) or 'all'")
+        if self.finetune and not set(self.finetune_budgets) <= set(self.budgets):
+            missing = ", ".join(budget_name(b) for b in self.finetune_budgets if b not in self.budgets)
+            raise CompareError(f"--finetune-labels {missing}: fine-tuning budgets must be among --labels")
+        if self.finetune and not 1 <= self.finetune_repeats <= self.repeats:
+            raise CompareError(f"--finetune-repeats {self.finetune_repeats}: give 1 to --repeats ({self.repeats})")
         if self.bootstrap < 100:
             raise CompareError(f"--bootstrap {self.bootstrap}: the paired bootstrap needs at least 100 resamples")
 
@@ -92,6 +106,8 @@ class CompareSettings:
         out = asdict(self)
         out["budgets"] = [budget_name(b) for b in self.budgets]
         out["probe"]["c_grid"] = list(self.probe.c_grid)
+        out["finetune"] = self.finetune.to_dict() if self.finetune else None
+        out["finetune_budgets"] = [budget_name(b) for b in self.finetune_budgets] if self.finetune else []
         out.pop("jobs")
         return out
 
@@ -210,7 +226,7 @@ def _fit_fold(plan: TaskPlan, fold: Fold, features: dict[str, np.ndarray], setti
             )
             if plan.design == "fixed_test":
                 scores[f"{name}|{budget_name(budget)}"] = fit.test_scores.round(7).tolist()
-    return {"task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
+    return {"mode": "probe", "task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
 
 
 @dataclass
@@ -257,19 +273,61 @@ def compare_backbones(
         features = {plan.name: {b.name: features_for(b.spec, images, progress=progress) for b in backbones} for plan, (_, images) in zip(plans, tasks)}
     key = _key(features, tasks, settings)
     done = _read_partial(out_dir / PARTIAL, key)
-    todo = [(plan, fold) for plan in plans for fold in plan.folds if (plan.name, fold.repeat, fold.fold) not in done]
+    todo = [(plan, fold) for plan in plans for fold in plan.folds if ("probe", plan.name, fold.repeat, fold.fold) not in done]
     fits = len(todo) * len(backbones) * len(settings.budgets)
     say(f"compare: {len(backbones)} backbones x {len(plans)} task(s); {fits} probe fits to run ({len(done)} folds done before)")
     _start_partial(out_dir / PARTIAL, key, done)
     for result in _run_folds(todo, features, settings, progress):
-        done[(result["task"], result["repeat"], result["fold"])] = result
+        done[_fold_key(result)] = result
         _append_partial(out_dir / PARTIAL, [result])
+    if settings.finetune:
+        images_of = {plan.name: images for plan, (_, images) in zip(plans, tasks)}
+        for plan in plans:
+            for fold in plan.folds:
+                if fold.repeat < settings.finetune_repeats and ("finetune", plan.name, fold.repeat, fold.fold) not in done:
+                    say(f"fine-tuning {len(backbones)} backbone(s) at {len(settings.finetune_budgets)} budget(s): {plan.name}, repeat {fold.repeat}, fold {fold.fold}")
+                    result = _finetune_fold(plan, fold, backbones, images_of[plan.name], settings, out_dir)
+                    done[_fold_key(result)] = result
+                    _append_partial(out_dir / PARTIAL, [result])
     payload = summarise(plans, done, names, reference, settings)
     payload["backbones"] = [{"name": b.name, "description": b.spec.description, "arch": b.spec.arch, "image_size": b.spec.image_size,
                              "epoch": b.spec.epoch, "checkpoint": str(b.spec.checkpoint) if b.spec.checkpoint else None} for b in backbones]  # fmt: skip
     files = write_compare_outputs(payload, out_dir)
     (out_dir / PARTIAL).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / FINETUNE_STATE, ignore_errors=True)
     return Comparison(payload, out_dir, files)
+
+
+def _fold_key(result: dict) -> tuple:
+    return (result.get("mode", "probe"), result["task"], result["repeat"], result["fold"])
+
+
+def _finetune_fold(plan: TaskPlan, fold: Fold, backbones, images: ImageSet, settings: CompareSettings, out_dir: Path) -> dict:
+    """Every backbone fine-tuned at every fine-tuning budget of one fold (in this process: torch uses the cores)."""
+    from cxrssl.eval.finetune import finetune
+
+    records, scores = [], {}
+    for index, backbone in enumerate(backbones):
+        for budget in settings.finetune_budgets:
+            train = fold.train[budget]
+            # One resumable state per fine-tune: a killed comparison resumes the one it was in.
+            state = out_dir / FINETUNE_STATE / f"{plan.name}_r{fold.repeat}_f{fold.fold}_b{index}_{budget_name(budget)}"
+            try:
+                fit = finetune(backbone.spec, images, plan.targets, plan.patients, train, fold.test, replace(settings.finetune, seed=fold.seed),
+                               work_dir=state)  # fmt: skip
+            except CxrsslError as error:
+                raise CompareError(f"{plan.name}, fine-tuning at budget {budget_name(budget)}: {error}") from None
+            name = backbone.name + FINETUNED
+            records.append(
+                {
+                    "task": plan.name, "backbone": name, "budget": budget_name(budget), "repeat": fold.repeat, "fold": fold.fold,
+                    "n_train": int(len(train)), "n_train_patients": int(len(set(plan.patients[train]))), "n_test": int(len(fold.test)),
+                    "chosen_c": None, "chosen_epoch": fit.chosen_epoch, **{metric: float(fit.metrics[metric]) for metric in METRICS},
+                }
+            )  # fmt: skip
+            if plan.design == "fixed_test":
+                scores[f"{name}|{budget_name(budget)}"] = fit.test_scores.round(7).tolist()
+    return {"mode": "finetune", "task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
 
 
 def _run_folds(todo, features, settings: CompareSettings, progress: bool):
@@ -317,7 +375,7 @@ def _read_partial(path: Path, key: str) -> dict:
             result = json.loads(line)
         except ValueError:
             break  # a line cut short by a kill
-        done[(result["task"], result["repeat"], result["fold"])] = result
+        done[_fold_key(result)] = result
     return done
 
 
@@ -334,48 +392,33 @@ def _append_partial(path: Path, results: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
+FINETUNED = " (fine-tuned)"
+
+
 def summarise(plans: list[TaskPlan], done: dict, names: list[str], reference: str, settings: CompareSettings) -> dict:
-    """compare.json's content: per task × budget × backbone the metrics and the paired differences."""
+    """compare.json's content: per task × budget × backbone the metrics and the paired differences.
+
+    Fine-tuned rows (``settings.finetune``) form a group of their own, on the folds of
+    the first ``finetune_repeats`` repetitions, paired with the fine-tuned reference.
+    """
     tasks = []
     all_records = []
     for plan in plans:
-        results = [done[(plan.name, fold.repeat, fold.fold)] for fold in plan.folds]
-        records = [record for result in results for record in result["records"]]
-        all_records += records
-        rows = []
         weights = None
         if plan.design == "fixed_test":
             test = plan.folds[0].test
             weights = patient_resample_weights(plan.patients[test].astype(str), settings.bootstrap, [settings.probe.seed, 99])
-        for budget in map(budget_name, settings.budgets):
-            by_name = {name: sorted((r for r in records if r["backbone"] == name and r["budget"] == budget), key=lambda r: (r["repeat"], r["fold"])) for name in names}
-            if plan.design == "cv":
-                # n_test / n_train of the whole training part (1 / (K - 1) for K folds). A budget's
-                # training sets are subsets that overlap less, so the correction is conservative there.
-                ratio = float(np.mean([len(f.test) / f.train_size for f in plan.folds]))
-                estimates = {name: {m: corrected_t([r[m] for r in by_name[name]], ratio) for m in METRICS} for name in names}
-                differences = {
-                    name: {m: corrected_t(np.array([r[m] for r in by_name[name]]) - np.array([r[m] for r in by_name[reference]]), ratio) for m in METRICS}
-                    for name in names
-                    if name != reference
-                }
-            else:
-                estimates, differences = _bootstrap_rows(plan, results, names, reference, budget, weights, settings)
-            for name in names:
-                folds = by_name[name]
-                row = {
-                    "task": plan.name,
-                    "budget": budget,
-                    "backbone": name,
-                    "reference": reference,
-                    "n_folds": len(folds),
-                    "train_images": float(np.mean([r["n_train"] for r in folds])),
-                    "train_patients": float(np.mean([r["n_train_patients"] for r in folds])),
-                    "test_images": float(np.mean([r["n_test"] for r in folds])),
-                    "metrics": {m: estimates[name][m].to_dict() for m in METRICS},
-                    "difference": {m: differences[name][m].to_dict() for m in METRICS} if name in differences else None,
-                }
-                rows.append(row)
+        groups = [("probe", names, reference, settings.budgets, plan.folds)]
+        if settings.finetune:
+            folds = [fold for fold in plan.folds if fold.repeat < settings.finetune_repeats]
+            groups.append(("finetune", [n + FINETUNED for n in names], reference + FINETUNED, settings.finetune_budgets, folds))
+        rows = []
+        for mode, group_names, group_reference, budgets, folds in groups:
+            results = [done[(mode, plan.name, fold.repeat, fold.fold)] for fold in folds]
+            records = [record for result in results for record in result["records"]]
+            all_records += records
+            for budget in map(budget_name, budgets):
+                rows += _summary_rows(plan, folds, results, records, group_names, group_reference, budget, weights, settings, mode)
         tasks.append(
             {
                 "task": plan.name,
@@ -394,7 +437,42 @@ def summarise(plans: list[TaskPlan], done: dict, names: list[str], reference: st
     return {"kind": "cxrssl-compare", "settings": settings.to_dict(), "reference": reference, "tasks": tasks, "folds": all_records}
 
 
-def _bootstrap_rows(plan: TaskPlan, results: list[dict], names, reference, budget, weights, settings: CompareSettings):
+def _summary_rows(plan: TaskPlan, folds, results, records, names, reference, budget, weights, settings: CompareSettings, mode: str) -> list[dict]:
+    by_name = {name: sorted((r for r in records if r["backbone"] == name and r["budget"] == budget), key=lambda r: (r["repeat"], r["fold"])) for name in names}
+    if plan.design == "cv":
+        # n_test / n_train of the whole training part (1 / (K - 1) for K folds). A budget's
+        # training sets are subsets that overlap less, so the correction is conservative there.
+        ratio = float(np.mean([len(f.test) / f.train_size for f in folds]))
+        estimates = {name: {m: corrected_t([r[m] for r in by_name[name]], ratio) for m in METRICS} for name in names}
+        differences = {
+            name: {m: corrected_t(np.array([r[m] for r in by_name[name]]) - np.array([r[m] for r in by_name[reference]]), ratio) for m in METRICS}
+            for name in names
+            if name != reference
+        }
+    else:
+        estimates, differences = _bootstrap_rows(plan, results, names, reference, budget, weights)
+    rows = []
+    for name in names:
+        found = by_name[name]
+        rows.append(
+            {
+                "task": plan.name,
+                "mode": mode,
+                "budget": budget,
+                "backbone": name,
+                "reference": reference,
+                "n_folds": len(found),
+                "train_images": float(np.mean([r["n_train"] for r in found])),
+                "train_patients": float(np.mean([r["n_train_patients"] for r in found])),
+                "test_images": float(np.mean([r["n_test"] for r in found])),
+                "metrics": {m: estimates[name][m].to_dict() for m in METRICS},
+                "difference": {m: differences[name][m].to_dict() for m in METRICS} if name in differences else None,
+            }
+        )
+    return rows
+
+
+def _bootstrap_rows(plan: TaskPlan, results: list[dict], names, reference, budget, weights):
     """Fixed test part: the mean over repeats of each metric, and its paired patient bootstrap."""
     truth = plan.targets[plan.folds[0].test]
     point, draws = {}, {}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from cxrssl.data.images import ImageSet, open_image_set, open_source, source_rows
 from cxrssl.data.manifest import Manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
-from cxrssl.eval.probe import ProbeResult, ProbeSettings, run_probe
+from cxrssl.eval.probe import ProbeResult, ProbeSettings, binary_targets, probe_split, run_probe
 from cxrssl.fileio import atomic_write_text
 
 
@@ -78,3 +79,38 @@ def write_predictions(result: ProbeResult, task: ImageSet, out_path: str | Path)
         predicted = result.positive if score >= 0.5 else result.negative
         writer.writerow([row.path, row.patient_id, row.label, f"{score:.6f}", predicted, int(predicted == row.label)])
     return atomic_write_text(out_path, buffer.getvalue())
+
+
+def finetune_backbone(
+    spec: BackboneSpec,
+    task: ImageSet,
+    task_source: str | Path,
+    settings: ProbeSettings,
+    finetune_settings,
+    output: str | Path,
+    dataset: str | None = None,
+    label: str | None = None,
+    progress: bool = True,
+):
+    """Fine-tune on the probe's split (same rules, same output form); resumable from ``<output stem>_state/``.
+
+    Returns the ProbeResult-shaped result (for predictions and tables), the FinetuneFit
+    and the payload that ``finetune.json`` holds.
+    """
+    from cxrssl.eval.finetune import finetune
+
+    manifest = task.manifest
+    targets, positive, negative = binary_targets(manifest.labels, settings.positive)
+    split = probe_split(manifest.patient_keys, manifest.labels, manifest.splits, settings.seed, settings.split_policy)
+    for name, rows in (("training", split.train), ("test", split.test)):
+        if len(rows) == 0 or len(set(targets[rows])) < 2:
+            raise CxrsslError(f"{task_source}: the {name} part must hold both classes ({positive}, {negative}); the task is too small or unbalanced")
+    output = Path(output)
+    fit = finetune(spec, task, targets, manifest.patient_keys, split.train, split.test, replace(finetune_settings, seed=settings.seed),
+                   settings.bootstrap, output.with_name(output.stem + "_state"), progress)  # fmt: skip
+    result = ProbeResult(positive, negative, None, {}, fit.metrics, fit.intervals, fit.confusion, len(split.train), len(split.test), split.source,
+                         (split.purged_images, split.purged_patients), fit.test_scores, split.test)  # fmt: skip
+    payload = result_payload(spec, task_source, result, dataset, label or f"{pretext_label(spec)}, fine-tuned")
+    payload.update({"method": "finetune", "chosen_epoch": fit.chosen_epoch, "val_auc": fit.val_auc, "n_fit": fit.n_fit, "n_val": fit.n_val,
+                    "finetune": finetune_settings.to_dict()})  # fmt: skip
+    return result, fit, payload

@@ -101,7 +101,7 @@ def plot_paired_differences(payload: dict, out_path: str | Path) -> Path:
     """Each backbone's AUC minus the reference's per budget, with its paired 95 % interval; 0 = no gain."""
 
     def draw(axes, task, positions):
-        others = [b for b in dict.fromkeys(row["backbone"] for row in task["rows"]) if b != payload["reference"]]
+        others = list(dict.fromkeys(row["backbone"] for row in task["rows"] if row["difference"]))
         for offset, backbone in enumerate(others):
             rows = [row for row in task["rows"] if row["backbone"] == backbone]
             shift = 1.06 ** (offset - (len(others) - 1) / 2)  # side by side on the log axis

@@ -33,7 +33,8 @@ def _markdown(lead_headers: list[str], rows: list[tuple[list[str], dict]]) -> st
         "|" + "---|" * len(lead_headers) + "---|" * (len(METRICS) + 2),
     ]
     for lead, result in rows:
-        lines.append("| " + " | ".join([*lead, *metric_cells(result)]) + f" | {result['chosen_c']} | {result['n_test']} |")
+        chosen = result["chosen_c"] if result.get("chosen_c") is not None else f"epoch {result.get('chosen_epoch', '?')}"
+        lines.append("| " + " | ".join([*lead, *metric_cells(result)]) + f" | {chosen} | {result['n_test']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -133,6 +134,12 @@ def compare_markdown_table(payload: dict) -> str:
             delta = estimate_cell(difference, signed=True) if difference else "(reference)"
             lines.append(f"| {row['budget']} | {row['backbone']} | " + " | ".join(cells) + f" | {delta} | {p_value_cell(difference)} |")
         notes = [f"Intervals and p: {task['statistic']}."]
+        finetuned = [row for row in task["rows"] if row.get("mode") == "finetune"]
+        if finetuned:
+            notes.append(
+                f"Rows marked (fine-tuned): the whole network trained end to end (`cxrssl finetune`) on {finetuned[0]['n_folds']} "
+                f"of the folds, each compared with {finetuned[0]['reference']} on the same folds."
+            )
         if task.get("purged_images"):
             notes.append(
                 f"--split-policy purge dropped {task['purged_images']} training image(s) of {task['purged_patients']} patient(s) also in the test part."

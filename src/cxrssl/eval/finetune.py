@@ -1,0 +1,275 @@
+"""Fine-tuning: the whole backbone plus a linear head trained end to end on a task's labels.
+
+The paper judges a backbone with a frozen linear probe; users who deploy a classifier
+fine-tune it, and the published CXR work measures both (MoCo-CXR, Sowrirajan et al.
+2021; Azizi et al. 2021). The recipe is a supervised CXR classifier's:
+
+* class-balanced binary cross-entropy (the positive class weighted by n_neg / n_pos);
+* augmentations of a supervised classifier: random resized crops of 70–100 % of the
+  film, rotations up to ±10°, brightness/contrast ±20 %; no flips (the heart is on the
+  left), no blur, no heavy distortion;
+* Adam (the engine's, fused on a GPU) with a 10× smaller learning rate for the backbone
+  than for the new head, cosine decay over the planned steps, weight decay 1e-4;
+* model selection on a patient-grouped validation part carved from the training part
+  (``val_fraction`` of its patients, stratified): the epoch of the best validation AUC
+  is kept, and training stops after ``patience`` epochs without a better one.
+
+It runs through the pretraining engine (``BatchFeeder``, ``training_step``, bf16 autocast
+where native, channels_last) on the CPU or CUDA. Each epoch's randomness is derived
+from (seed, epoch), and the state is saved after every epoch when a work folder is
+given, so an interrupted fine-tune resumes to the same result. Test scores are computed
+in float32 eval mode, exactly as ``cxrssl predict`` computes them from a saved model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from cxrssl.checkpoint import checkpoint_metadata, load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_weights
+from cxrssl.data.images import ImageSet
+from cxrssl.data.splits import patient_grouped_split
+from cxrssl.engine import BatchFeeder, make_optimizer, prepare_device, training_step
+from cxrssl.errors import CxrsslError
+from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion
+from cxrssl.eval.model import LinearProbe
+from cxrssl.hardware import native_bf16, resolve_device
+from cxrssl.models import feature_dim
+from cxrssl.seeding import derived_generator, seed_everything
+from cxrssl.ssl.augment import AugmentConfig, BatchAugment
+
+FINETUNE_AUGMENT = AugmentConfig(crop_scale=(0.7, 1.0), flip_p=0.0, rotation_deg=10.0, jitter_p=0.8, brightness=0.2, contrast=0.2, blur_p=0.0)
+
+
+class FinetuneError(CxrsslError):
+    pass
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    epochs: int = 20
+    batch_size: int = 32
+    head_lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    patience: int = 5  # epochs without a better validation AUC before stopping
+    val_fraction: float = 0.2  # share of the training part's patients held out for model selection
+    seed: int = 0
+    amp: bool = True  # bf16 autocast where the device has native bf16
+    device: str = "auto"
+    augment: AugmentConfig = FINETUNE_AUGMENT
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise FinetuneError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("head_lr", "backbone_lr"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise FinetuneError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+        if not 0 < self.val_fraction < 1:
+            raise FinetuneError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "augment": self.augment.to_dict()}
+
+
+class Classifier(nn.Module):
+    """Backbone then a linear head: normalised images (N, 1, S, S) -> positive-class logit (N,)."""
+
+    def __init__(self, backbone: nn.Module, features: int):
+        super().__init__()
+        self.backbone, self.head = backbone, nn.Linear(features, 1)
+        self.loss = nn.BCEWithLogitsLoss()
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.head(self.backbone(images)).squeeze(1).float()
+        return logits if targets is None else self.loss(logits, targets)
+
+
+@dataclass
+class FinetuneFit:
+    """One fine-tune: the chosen epoch, the validation curve, and the test scores of that epoch."""
+
+    chosen_epoch: int
+    val_auc: list[float]  # per epoch trained
+    metrics: dict[str, float]
+    intervals: dict[str, tuple[float, float]]
+    confusion: dict[str, int]
+    test_scores: np.ndarray
+    n_fit: int
+    n_val: int
+    model: Classifier = field(repr=False, default=None)
+
+    def probe(self, positive: str, negative: str) -> LinearProbe:
+        """The head as a LinearProbe on raw features (mean 0, scale 1), for ``save_model`` and ``predict``."""
+        weight = self.model.head.weight.detach().double().numpy()[0]
+        zeros = np.zeros_like(weight)
+        return LinearProbe(zeros, zeros + 1, weight, float(self.model.head.bias.detach()[0]), positive, negative, c=float("nan"))
+
+
+def carve_validation(patients: Sequence[str], labels: Sequence[str], rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, validation rows): a stratified share ``fraction`` of the training part's patients held out."""
+    rows = np.asarray(rows, dtype=int)
+    patients = np.asarray(patients, dtype=object)
+    parts = np.array(patient_grouped_split(patients[rows], [labels[i] for i in rows], {"train": 1 - fraction, "val": fraction}, seed=seed))
+    fit, val = rows[parts == "train"], rows[parts == "val"]
+    for name, part in (("validation", val), ("fitting", fit)):
+        classes = {labels[i] for i in part}
+        if len(classes) < 2:
+            raise FinetuneError(
+                f"the {name} part carved from {len(set(patients[rows]))} training patients holds "
+                f"{'no' if not classes else 'one class of'} patients; give more labelled patients (a larger budget) or a larger --val-fraction"
+            )
+    return fit, val
+
+
+@torch.no_grad()
+def _scores(model: Classifier, images: ImageSet, rows: np.ndarray, device: torch.device, batch_size: int = 128) -> np.ndarray:
+    """P(positive) in float32 eval mode: what ``predict`` computes from the saved model."""
+    from cxrssl.models import normalize_pixels
+
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        pixels = images.batch(rows[start : start + batch_size]).to(device).unsqueeze(1)
+        logits = model(normalize_pixels(pixels).contiguous(memory_format=torch.channels_last))
+        out.append(torch.sigmoid(logits).cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def _cosine(step: int, total: int) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def finetune(
+    spec: BackboneSpec,
+    images: ImageSet,
+    targets: np.ndarray,
+    patients: Sequence[str],
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    settings: FinetuneSettings = FinetuneSettings(),
+    bootstrap: int = 0,
+    work_dir: str | Path | None = None,
+    progress: bool = False,
+    stop_after_epoch: int | None = None,  # tests: simulate an interruption
+) -> FinetuneFit:
+    """Fine-tune ``spec``'s backbone on ``train_rows`` (validation carved from them), then score ``test_rows``."""
+    targets = np.asarray(targets)
+    labels = [str(t) for t in targets]
+    fit_rows, val_rows = carve_validation(patients, labels, train_rows, settings.val_fraction, settings.seed)
+    if len(fit_rows) < 2:
+        raise FinetuneError(f"only {len(fit_rows)} image(s) left to fine-tune on; give more labelled patients")
+    device = resolve_device(settings.device)
+    prepare_device(device)
+    seed_everything(settings.seed)
+    model = Classifier(spec.build(), feature_dim(spec.arch)).to(device).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(
+        [{"params": model.backbone.parameters(), "lr": settings.backbone_lr}, {"params": model.head.parameters(), "lr": settings.head_lr}],
+        settings.head_lr, settings.weight_decay, device,
+    )  # fmt: skip
+    positives = float(targets[fit_rows].sum())
+    model.loss.pos_weight = torch.tensor(max(1.0, len(fit_rows) - positives) / max(1.0, positives), device=device)
+    batch_size = min(settings.batch_size, len(fit_rows))
+    steps_per_epoch = len(fit_rows) // batch_size
+    total_steps = steps_per_epoch * settings.epochs
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.amp and native_bf16(device) else nullcontext()
+    augment = BatchAugment(settings.augment, images.size)
+    state = _State(Path(work_dir), spec.arch, images.size) if work_dir else None
+    key = _state_key(spec, fit_rows, val_rows, settings)
+    val_curve: list[float] = []
+    best = (-1.0, 0, None)  # (AUC, epoch, weights)
+    start = 0
+    if state and state.exists():
+        start, val_curve, best = state.load(model, optimizer, key)
+    for epoch in range(start + 1, settings.epochs + 1):
+        if epoch - best[1] > settings.patience and best[1] > 0:
+            break
+        model.train()
+        order = fit_rows[torch.randperm(len(fit_rows), generator=derived_generator(settings.seed, epoch, 0)).numpy()]
+        generator = derived_generator(settings.seed, epoch, 1)
+        batches = BatchFeeder(images.batch, order, batch_size, device)
+        for step, pixels in enumerate(batches):
+            global_step = (epoch - 1) * steps_per_epoch + step
+            for group, base in zip(optimizer.param_groups, (settings.backbone_lr, settings.head_lr)):
+                group["lr"] = base * _cosine(global_step, total_steps)
+            batch_targets = torch.as_tensor(targets[order[step * batch_size : (step + 1) * batch_size]], dtype=torch.float32, device=device)
+            views = augment(pixels, generator).contiguous(memory_format=torch.channels_last)
+            loss = training_step(model, optimizer, (views, batch_targets), autocast)
+            if not torch.isfinite(loss):
+                raise FinetuneError(f"the loss became {float(loss)} at epoch {epoch}, step {step}; lower --head-lr/--backbone-lr")
+        val_auc = float(roc_auc_score(targets[val_rows], _scores(model, images, val_rows, device)))
+        val_curve.append(val_auc)
+        if val_auc > best[0]:
+            best = (val_auc, epoch, copy.deepcopy(model.state_dict()))
+        if progress:
+            print(f"  fine-tune epoch {epoch:3d}: validation AUC {val_auc:.3f} (best {best[0]:.3f} at epoch {best[1]})")
+        if state:
+            state.save(model, optimizer, key, epoch, val_curve, best)
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            raise KeyboardInterrupt
+    model.load_state_dict(best[2])
+    scores = _scores(model, images, np.asarray(test_rows), device)
+    truth = targets[test_rows]
+    patients = np.asarray(patients, dtype=object)
+    intervals = bootstrap_intervals(truth, scores, patients[test_rows], resamples=bootstrap, seed=settings.seed) if bootstrap else {}
+    if state:
+        state.remove()
+    return FinetuneFit(best[1], val_curve, binary_metrics(truth, scores), intervals, confusion(truth, scores >= 0.5), scores,
+                       len(fit_rows), len(val_rows), model.cpu().eval())  # fmt: skip
+
+
+def _state_key(spec: BackboneSpec, fit_rows, val_rows, settings: FinetuneSettings) -> str:
+    import hashlib
+
+    text = json.dumps([spec.identity(), np.asarray(fit_rows).tolist(), np.asarray(val_rows).tolist(), settings.to_dict()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _State:
+    """The resumable state of one fine-tune: model, optimiser, best weights, validation curve."""
+
+    def __init__(self, folder: Path, arch: str, image_size: int):
+        self.folder, self.arch, self.image_size = folder, arch, image_size
+        self.path = folder / "finetune_state.json"
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def save(self, model, optimizer, key, epoch, val_curve, best) -> None:
+        tensors = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+        tensors.update({f"best.{k}": v.detach().cpu() for k, v in best[2].items()})
+        optimizer_tensors, optimizer_meta = optimizer_to_tensors(optimizer.state_dict())  # keys start with "optimizer."
+        tensors.update(optimizer_tensors)
+        meta = checkpoint_metadata(self.arch, self.image_size, epoch, {}, kind="finetune-state", key=key, val_auc=val_curve,
+                                   best_auc=best[0], best_epoch=best[1], optimizer=optimizer_meta)  # fmt: skip
+        save_weights(self.path, tensors, meta)
+
+    def load(self, model, optimizer, key):
+        tensors, meta = load_tensors(self.path)
+        if meta.get("kind") != "finetune-state" or meta.get("key") != key:
+            raise FinetuneError(
+                f"{self.path}: the saved fine-tune was made with other data, settings or backbone; "
+                f"delete {self.folder} to start again, or rerun with the same inputs to resume"
+            )
+        device = next(model.parameters()).device
+        take = lambda prefix: {k[len(prefix) :]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+        model.load_state_dict(take("model."))
+        optimizer.load_state_dict(optimizer_from_tensors({k: v.to(device) for k, v in tensors.items()}, meta["optimizer"]))
+        return int(meta["epoch"]), list(meta["val_auc"]), (float(meta["best_auc"]), int(meta["best_epoch"]), take("best."))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

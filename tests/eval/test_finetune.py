@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+import cxrssl.eval.finetune as finetune_module
+from cxrssl.eval.evaluate import load_task
+from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.finetune import FinetuneError, FinetuneSettings, carve_validation, finetune
+from cxrssl.eval.probe import binary_targets, probe_split
+
+QUICK = FinetuneSettings(epochs=3, batch_size=16, patience=5)
+
+
+@pytest.fixture(scope="module")
+def phantom_task(tmp_path_factory):
+    from cxrssl.data.phantom import write_phantom_dataset
+
+    manifest = write_phantom_dataset(tmp_path_factory.mktemp("ft"), n=160, size=64, seed=11, progress=False)
+    task = load_task(manifest, 32, progress=False)
+    targets, positive, negative = binary_targets(task.manifest.labels)
+    split = probe_split(task.manifest.patient_keys, task.manifest.labels, task.manifest.splits)
+    return task, targets, split
+
+
+def test_validation_is_carved_by_patient_and_nothing_crosses(phantom_task):
+    task, targets, split = phantom_task
+    patients = np.asarray(task.manifest.patient_keys)
+    fit, val = carve_validation(patients, task.manifest.labels, split.train, 0.2, seed=0)
+    assert set(fit) | set(val) == set(split.train) and not set(fit) & set(val)
+    fit_p, val_p, test_p = set(patients[fit]), set(patients[val]), set(patients[split.test])
+    assert not fit_p & val_p and not fit_p & test_p and not val_p & test_p
+    assert {task.manifest.labels[i] for i in val} == {"NORMAL", "PNEUMONIA"}
+    assert 0.1 < len(val_p) / (len(val_p) + len(fit_p)) < 0.3
+
+
+def test_a_budget_that_leaves_no_validation_class_is_refused():
+    patients, labels = ["a", "b", "c"], ["X", "X", "Y"]
+    with pytest.raises(FinetuneError, match="give more labelled patients"):
+        carve_validation(patients, labels, np.arange(3), 0.2, seed=0)
+
+
+def test_early_stopping_keeps_the_epoch_of_the_best_validation_auc(phantom_task, monkeypatch):
+    task, targets, split = phantom_task
+    planted = iter([0.60, 0.80, 0.70, 0.75, 0.79, 0.65, 0.99, 0.99])  # best at epoch 2; epochs 3-5 do not beat it
+    monkeypatch.setattr(finetune_module, "roc_auc_score", lambda y, s: next(planted))
+    settings = FinetuneSettings(epochs=8, batch_size=16, patience=3)
+    fit = finetune(BackboneSpec.random("resnet18", 32, 0), task, targets, task.manifest.patient_keys, split.train, split.test, settings)
+    assert fit.chosen_epoch == 2
+    assert fit.val_auc == [0.60, 0.80, 0.70, 0.75, 0.79]  # stopped after 3 epochs without a better one
+
+
+def test_an_interrupted_finetune_resumes_to_the_same_result(phantom_task, tmp_path):
+    task, targets, split = phantom_task
+    spec = BackboneSpec.random("resnet18", 32, 0)
+    args = (spec, task, targets, task.manifest.patient_keys, split.train, split.test, QUICK)
+    whole = finetune(*args)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(*args, work_dir=tmp_path / "state", stop_after_epoch=2)
+    assert (tmp_path / "state" / "finetune_state.json").is_file()
+    resumed = finetune(*args, work_dir=tmp_path / "state")
+    assert resumed.val_auc == whole.val_auc and resumed.chosen_epoch == whole.chosen_epoch
+    np.testing.assert_allclose(resumed.test_scores, whole.test_scores, rtol=0, atol=1e-6)
+    assert not (tmp_path / "state").exists()  # removed once the fine-tune is complete
+    other = FinetuneSettings(epochs=3, batch_size=8, patience=5)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(*args[:-1], other, work_dir=tmp_path / "state", stop_after_epoch=1)
+    with pytest.raises(FinetuneError, match="made with other data, settings or backbone"):
+        finetune(*args, work_dir=tmp_path / "state")
+
+
+@pytest.mark.slow
+def test_finetuning_on_phantoms_learns(tmp_path):
+    from cxrssl.data.phantom import write_phantom_dataset
+
+    manifest = write_phantom_dataset(tmp_path / "ph", n=320, size=64, seed=4, progress=False)
+    task = load_task(manifest, 64, progress=False)
+    targets, _, _ = binary_targets(task.manifest.labels)
+    split = probe_split(task.manifest.patient_keys, task.manifest.labels, task.manifest.splits)
+    settings = FinetuneSettings(epochs=8, batch_size=32, head_lr=3e-3, backbone_lr=1e-3, patience=8)
+    fit = finetune(BackboneSpec.random("resnet18", 64, 0), task, targets, task.manifest.patient_keys, split.train, split.test, settings)
+    assert fit.metrics["auc"] > 0.75, fit
+    assert max(fit.val_auc) > 0.75
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(FinetuneError, match="--epochs must be at least 1"):
+        FinetuneSettings(epochs=0)
+    with pytest.raises(FinetuneError, match="--backbone-lr must be a positive number"):
+        FinetuneSettings(backbone_lr=float("nan"))
+    with pytest.raises(FinetuneError, match="--val-fraction"):
+        FinetuneSettings(val_fraction=1.0)
