@@ -6,7 +6,6 @@ Errors the user can fix (CxrsslError) are printed as one line, without a traceba
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -270,14 +269,12 @@ def cmd_predict(args) -> int:
 def cmd_report(args) -> None:
     from cxrssl.report.html import build_report
 
-    compares = []
-    for path in args.compare or []:
-        try:
-            compares.append(json.loads(Path(path).read_text()))
-        except (OSError, ValueError) as error:
-            raise CxrsslError(f"{path}: cannot read it ({error}); pass the compare.json of `cxrssl compare`") from None
-        if not isinstance(compares[-1], dict) or compares[-1].get("kind") != "cxrssl-compare":
-            raise CxrsslError(f"{path}: not a compare.json; pass the compare.json of `cxrssl compare`")
+    from cxrssl.report.compare import is_compare, read_result
+
+    compares = [read_result(path) for path in args.compare or []]
+    for path, found in zip(args.compare or [], compares):
+        if not is_compare(found):
+            raise CxrsslError(f"{path}: a probe result, not a compare.json; pass the compare.json of `cxrssl compare` to --compare")
     output = build_report(args.run, args.task, args.output, _probe_settings(args), progress=not args.quiet, compares=compares)
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, self-contained)")
 
@@ -286,18 +283,10 @@ def cmd_table(args) -> None:
     from cxrssl.fileio import atomic_write_text
     from cxrssl.report.tables import compare_csv_table, compare_markdown_table, paper_csv_table, paper_markdown_table
 
-    results, compares = [], []
-    for path in args.results:
-        try:
-            found = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            raise CxrsslError(f"{path}: cannot read a result ({error}); pass the -o files of `cxrssl probe` or compare.json") from None
-        if isinstance(found, dict) and found.get("kind") == "cxrssl-compare":
-            compares.append(found)
-        elif isinstance(found, dict) and "metrics" in found:
-            results.append(found)
-        else:
-            raise CxrsslError(f"{path}: neither a probe result nor a compare.json; pass the -o files of `cxrssl probe` or `cxrssl compare`")
+    from cxrssl.report.compare import is_compare, read_result
+
+    found = [read_result(path) for path in args.results]
+    results, compares = [r for r in found if not is_compare(r)], [r for r in found if is_compare(r)]
     if results and compares:
         raise CxrsslError("give probe results or compare.json files, not both: they make different tables")
     if results:

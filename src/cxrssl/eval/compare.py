@@ -39,7 +39,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
@@ -60,6 +60,9 @@ from cxrssl.eval.stats import (
     weighted_metrics,
 )
 from cxrssl.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from cxrssl.eval.finetune import FinetuneSettings
 
 DEFAULT_BUDGETS: tuple[int | None, ...] = (10, 25, 50, 100, 250, None)
 PARTIAL = ".compare.partial.jsonl"
@@ -83,7 +86,7 @@ class CompareSettings:
     reference: str | None = None  # name of the reference backbone; default: the random init (else the first)
     bootstrap: int = 2000  # patient resamples, fixed-test design
     jobs: int = 0  # worker processes for the fits; 0 = one per core
-    finetune: "FinetuneSettings | None" = None  # also fine-tune every backbone (eval.finetune)
+    finetune: FinetuneSettings | None = None  # also fine-tune every backbone (eval.finetune)
     finetune_budgets: tuple[int | None, ...] = (25, 100, None)  # where to fine-tune; each must be one of budgets
     finetune_repeats: int = 1  # fine-tune on the folds of the first repeats only: it costs far more than a probe
 
