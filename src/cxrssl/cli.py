@@ -372,6 +372,15 @@ def cmd_finetune(args) -> None:
     curve = ", ".join(f"{auc:.3f}" for auc in fit.val_auc)
     print(f"chosen epoch {fit.chosen_epoch} of {len(fit.val_auc)} by validation AUC ({curve}); {fit.n_fit} images fitted, {fit.n_val} validated")
     print(f"wrote {output} and {predictions}")
+    if args.gradcam:
+        from cxrssl.eval.model import ProbeModel
+        from cxrssl.explain.gallery import draw_galleries
+
+        network = ProbeModel(fit.model.backbone, fit.probe(result.positive, result.negative).folded()).eval()
+        figure = Path(args.gradcam)
+        errors = figure.with_name(figure.stem + "_errors.png")
+        draw_galleries(spec, task, result, figure, errors, model=network)
+        print(f"wrote {figure} (correctly classified {result.positive}) and {errors} (false positives and negatives), from the test part")
     if args.save_model:
         from cxrssl.eval.model import save_model
 
@@ -549,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--label", help="row label for tables (default: the backbone and 'fine-tuned')")
     finetune.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     finetune.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+    finetune.add_argument("--gradcam", metavar="FIG.png", help="also draw Grad-CAM of the fine-tuned network on test images (+ FIG_errors.png)")
     finetune.add_argument("--save-model", metavar="DIR", help="save the fine-tuned network for `cxrssl predict` and `gradcam` (safetensors + JSON)")
     add_finetune_flags(finetune)
     finetune.set_defaults(handler=cmd_finetune)

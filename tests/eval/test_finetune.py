@@ -7,7 +7,7 @@ from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.finetune import FinetuneError, FinetuneSettings, carve_validation, finetune
 from cxrssl.eval.probe import binary_targets, probe_split
 
-QUICK = FinetuneSettings(epochs=3, batch_size=16, patience=5)
+QUICK = FinetuneSettings(epochs=2, batch_size=16, patience=5)
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +54,13 @@ def test_an_interrupted_finetune_resumes_to_the_same_result(phantom_task, tmp_pa
     args = (spec, task, targets, task.manifest.patient_keys, split.train, split.test, QUICK)
     whole = finetune(*args)
     with pytest.raises(KeyboardInterrupt):
-        finetune(*args, work_dir=tmp_path / "state", stop_after_epoch=2)
+        finetune(*args, work_dir=tmp_path / "state", stop_after_epoch=1)
     assert (tmp_path / "state" / "finetune_state.json").is_file()
     resumed = finetune(*args, work_dir=tmp_path / "state")
     assert resumed.val_auc == whole.val_auc and resumed.chosen_epoch == whole.chosen_epoch
     np.testing.assert_allclose(resumed.test_scores, whole.test_scores, rtol=0, atol=1e-6)
     assert not (tmp_path / "state").exists()  # removed once the fine-tune is complete
-    other = FinetuneSettings(epochs=3, batch_size=8, patience=5)
+    other = FinetuneSettings(epochs=2, batch_size=8, patience=5)
     with pytest.raises(KeyboardInterrupt):
         finetune(*args[:-1], other, work_dir=tmp_path / "state", stop_after_epoch=1)
     with pytest.raises(FinetuneError, match="made with other data, settings or backbone"):

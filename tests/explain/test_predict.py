@@ -35,8 +35,10 @@ def test_predict_equals_the_probe_test_predictions(tmp_path, phantom_manifest, c
 def test_a_finetuned_model_predicts_its_test_probabilities_and_explains_them(tmp_path, phantom_manifest, capsys):
     out = tmp_path / "ft.json"
     code = main(["finetune", "--init", "random", "--image-size", "32", "--task", str(phantom_manifest), "-o", str(out), "--epochs", "2",
-                 "--batch-size", "8", "--bootstrap", "20", "--quiet", "--save-model", str(tmp_path / "model")])  # fmt: skip
+                 "--batch-size", "8", "--bootstrap", "20", "--quiet", "--save-model", str(tmp_path / "model"),
+                 "--gradcam", str(tmp_path / "cam.png")])  # fmt: skip
     assert code == 0
+    assert (tmp_path / "cam.png").stat().st_size > 0 and (tmp_path / "cam_errors.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "random init, fine-tuned" in printed and "chosen epoch" in printed
     rows = list(csv.DictReader(open(tmp_path / "ft_predictions.csv")))

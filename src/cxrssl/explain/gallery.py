@@ -63,10 +63,17 @@ def heatmap_grid(model: ProbeModel, images: ImageSet, picks: list[Pick], out_pat
     return Path(out_path)
 
 
-def draw_galleries(spec: BackboneSpec, task: ImageSet, result: ProbeResult, gradcam_path: Path, errors_path: Path, count: int = 8) -> tuple[Path, Path]:
-    """Fig. 4 (correct positives) and Fig. 5 (errors) for a probe result on its test part."""
-    probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
-    model = ProbeModel(spec.build(), probe.folded()).eval()
+def draw_galleries(
+    spec: BackboneSpec, task: ImageSet, result: ProbeResult, gradcam_path: Path, errors_path: Path, count: int = 8, model: ProbeModel | None = None
+) -> tuple[Path, Path]:
+    """Fig. 4 (correct positives) and Fig. 5 (errors) for a result on its test part.
+
+    ``model``: the network that made the scores (a fine-tuned one); by default the
+    frozen backbone of ``spec`` with the probe of ``result`` folded on top.
+    """
+    if model is None:
+        probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
+        model = ProbeModel(spec.build(), probe.folded()).eval()
     labels = task.manifest.labels
     correct = pick_correct_positives(labels, result.test_indices, result.test_scores, result.positive, count)
     errors = pick_errors(labels, result.test_indices, result.test_scores, result.positive, count)
