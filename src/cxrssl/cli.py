@@ -478,16 +478,20 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
     extract.set_defaults(handler=cmd_extract)
 
+    def add_result_flags(verb, output: str, label: str) -> None:
+        """What probe and finetune share: the backbone, the task and its split, the result file and its table row."""
+        add_backbone_flags(verb)
+        verb.add_argument("--task", required=True, help="labelled manifest CSV, or a cache folder of one")
+        verb.add_argument("--positive", help="the disease class (default: the class that is not normal)")
+        verb.add_argument("-o", "--output", default=output)
+        verb.add_argument("--dataset", help="dataset name for tables (default: from the manifest's name)")
+        verb.add_argument("--label", help=f"row label for tables (default: {label})")
+        verb.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+        verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+
     probe = verbs.add_parser("probe", help="logistic-regression probe of frozen features on a labelled manifest")
-    add_backbone_flags(probe)
-    probe.add_argument("--task", required=True, help="labelled manifest CSV, or a cache folder of one")
-    probe.add_argument("--positive", help="the disease class (default: the class that is not normal)")
-    probe.add_argument("-o", "--output", default="probe.json")
-    probe.add_argument("--dataset", help="dataset name for tables (default: from the manifest's name)")
-    probe.add_argument("--label", help="row label for tables (default: pretext fraction and epoch, or 'random init')")
+    add_result_flags(probe, "probe.json", "pretext fraction and epoch, or 'random init'")
     probe.add_argument("--folds", type=int, default=5, help="cross-validation folds for choosing C (default 5)")
-    probe.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    probe.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
     probe.add_argument("--save-model", metavar="DIR", help="also save backbone + probe for `cxrssl predict` (safetensors + JSON)")
     probe.set_defaults(handler=cmd_probe)
 
@@ -550,16 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
     finetune = verbs.add_parser("finetune", help="train backbone + linear head end to end on a labelled task; output as `probe`")
-    add_backbone_flags(finetune)
-    finetune.add_argument("--task", required=True, help="labelled manifest CSV, or a cache folder of one")
-    finetune.add_argument("--positive", help="the disease class (default: the class that is not normal)")
-    finetune.add_argument("-o", "--output", default="finetune.json")
-    finetune.add_argument("--dataset", help="dataset name for tables (default: from the manifest's name)")
-    finetune.add_argument("--label", help="row label for tables (default: the backbone and 'fine-tuned')")
-    finetune.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    finetune.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+    add_result_flags(finetune, "finetune.json", "the backbone and 'fine-tuned'")
     finetune.add_argument("--gradcam", metavar="FIG.png", help="also draw Grad-CAM of the fine-tuned network on test images (+ FIG_errors.png)")
-    finetune.add_argument("--save-model", metavar="DIR", help="save the fine-tuned network for `cxrssl predict` and `gradcam` (safetensors + JSON)")
+    finetune.add_argument("--save-model", metavar="DIR", help="save the fine-tuned network for `cxrssl predict` (safetensors + JSON)")
     add_finetune_flags(finetune)
     finetune.set_defaults(handler=cmd_finetune)
 
