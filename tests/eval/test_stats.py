@@ -4,7 +4,7 @@ from scipy import stats as scipy_stats
 from sklearn.metrics import roc_auc_score
 
 from cxrssl.eval.metrics import binary_metrics
-from cxrssl.eval.stats import bootstrap_estimate, corrected_t, patient_resample_weights, weighted_auc, weighted_metrics
+from cxrssl.eval.stats import Estimate, bootstrap_estimate, corrected_t, patient_resample_weights, weighted_auc, weighted_metrics
 
 
 def test_corrected_t_against_a_hand_computation():
@@ -60,3 +60,11 @@ def test_bootstrap_p_value_detects_a_shift():
     rng = np.random.default_rng(2)
     assert bootstrap_estimate(0.05, rng.normal(0.05, 0.01, 2000), difference=True).p_value < 0.01
     assert bootstrap_estimate(0.0, rng.normal(0.0, 0.01, 2000), difference=True).p_value > 0.2
+
+
+def test_intervals_are_cut_to_the_metrics_range():
+    wide = corrected_t([0.1, 0.9, 0.95, 0.05, 0.9], 0.25)  # a sensitivity that swings between folds
+    assert wide.low < 0 or wide.high > 1
+    cut = wide.clipped(0.0, 1.0)
+    assert 0 <= cut.low <= cut.value <= cut.high <= 1 and cut.p_value == wide.p_value
+    assert Estimate(0.5, 0.6, 0.7).clipped(0.0, 1.0) == Estimate(0.5, 0.6, 0.7)

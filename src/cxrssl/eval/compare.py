@@ -468,8 +468,8 @@ def _summary_rows(plan: TaskPlan, folds, results, records, names, reference, bud
                 "train_images": float(np.mean([r["n_train"] for r in found])),
                 "train_patients": float(np.mean([r["n_train_patients"] for r in found])),
                 "test_images": float(np.mean([r["n_test"] for r in found])),
-                "metrics": {m: estimates[name][m].to_dict() for m in METRICS},
-                "difference": {m: differences[name][m].to_dict() for m in METRICS} if name in differences else None,
+                "metrics": {m: estimates[name][m].clipped(0.0, 1.0).to_dict() for m in METRICS},
+                "difference": {m: differences[name][m].clipped(-1.0, 1.0).to_dict() for m in METRICS} if name in differences else None,
             }
         )
     return rows

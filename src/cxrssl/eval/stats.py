@@ -45,6 +45,10 @@ class Estimate:
     def to_dict(self) -> dict:
         return {"value": self.value, "low": self.low, "high": self.high, "p_value": self.p_value}
 
+    def clipped(self, low: float, high: float) -> "Estimate":
+        """The interval cut to the metric's range: a t interval of a proportion can pass 0 or 1 when folds vary a lot."""
+        return Estimate(self.value, min(max(self.low, low), high), max(min(self.high, high), low), self.p_value)
+
 
 def corrected_t(values: Sequence[float], test_train_ratio: float, level: float = 0.95) -> Estimate:
     """Mean of J fold values with the corrected resampled t interval and the p-value of mean = 0.

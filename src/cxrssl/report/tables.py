@@ -176,7 +176,7 @@ def compare_csv_table(payload: dict) -> str:
 def compare_folds_csv(payload: dict) -> str:
     """The per-fold values every summary is computed from."""
     buffer = io.StringIO()
-    columns = ["task", "backbone", "budget", "repeat", "fold", "n_train", "n_train_patients", "n_test", "chosen_c", *METRICS]
+    columns = ["task", "backbone", "budget", "repeat", "fold", "n_train", "n_train_patients", "n_test", "chosen_c", "chosen_epoch", *METRICS]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(sorted(payload["folds"], key=lambda r: (r["task"], r["backbone"], _budget_order(r["budget"]), r["repeat"], r["fold"])))
