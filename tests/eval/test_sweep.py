@@ -25,6 +25,10 @@ def test_sweep_probes_every_checkpoint_and_the_random_start(tmp_path, phantom_ma
     assert [line["pretext_loss"] for line in table[1:]] == [entry["loss"] for entry in log] and table[0]["pretext_loss"] == ""
     assert float(table[2]["auc"]) == pytest.approx(rows[2]["metrics"]["auc"], abs=1e-4)
     assert (out / "sweep.png").stat().st_size > 10_000 and json.loads((out / "sweep.json").read_text())["rows"][1]["epoch"] == 1
+    # --bootstrap 0: no intervals, and no NaN pretending to be one in the JSON
+    bare = sweep_run(tmp_path / "run", phantom_manifest, tmp_path / "bare", ProbeSettings(bootstrap=0), progress=False)
+    assert all(row["intervals_95"] == {} for row in bare.rows)
+    assert list(csv.DictReader(open(tmp_path / "bare" / "sweep.csv")))[1]["auc_low"] == "nan"
 
 
 def test_a_folder_without_checkpoints_is_refused(tmp_path, phantom_manifest):

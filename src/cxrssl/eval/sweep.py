@@ -78,7 +78,7 @@ def _sweep_csv(rows: list[dict], log: list[dict]) -> str:
     for row in rows:
         line = [row["epoch"], loss_at.get(row["epoch"], ""), row["chosen_c"]]
         for metric in METRICS:
-            low, high = row["intervals_95"][metric]
+            low, high = row["intervals_95"].get(metric, (float("nan"), float("nan")))  # none with --bootstrap 0
             line += [f"{row['metrics'][metric]:.4f}", f"{low:.4f}", f"{high:.4f}"]
         writer.writerow(line)
     return buffer.getvalue()

@@ -34,8 +34,10 @@ def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], ou
     epochs = [row["epoch"] for row in rows]
     for metric, colour in (("accuracy", "tab:blue"), ("auc", "tab:orange")):
         values = [100 * row["metrics"][metric] for row in rows]
-        low = [100 * (row["metrics"][metric] - row["intervals_95"][metric][0]) for row in rows]
-        high = [100 * (row["intervals_95"][metric][1] - row["metrics"][metric]) for row in rows]
+        # --bootstrap 0 leaves no intervals: the points are drawn without bars.
+        bounds = [row["intervals_95"].get(metric, (row["metrics"][metric],) * 2) for row in rows]
+        low = [100 * (row["metrics"][metric] - bound[0]) for row, bound in zip(rows, bounds)]
+        high = [100 * (bound[1] - row["metrics"][metric]) for row, bound in zip(rows, bounds)]
         metric_axes.errorbar(epochs, values, yerr=[low, high], marker="o", capsize=3, color=colour, label=metric.upper().replace("ACCURACY", "ACC"))
     metric_axes.set(xlabel="checkpoint epoch (0 = random init)", ylabel="percent", title="downstream probe, 95 % CI")
     metric_axes.legend()
