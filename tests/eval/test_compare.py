@@ -204,5 +204,7 @@ def test_bad_inputs_get_one_clear_line(tmp_path, backbones):
         compare_backbones(named[:1], [("toy", task[0])], tmp_path, FAST, progress=False)
     with pytest.raises(CompareError, match="--reference 'x' is not one of"):
         compare_backbones(named, [("toy", task[0])], tmp_path, CompareSettings(reference="x"), progress=False)
+    with pytest.raises(CompareError, match="two tasks share a name"):
+        compare_backbones(named, [("toy", task[0]), ("toy", task[0])], tmp_path, FAST, progress=False)
     with pytest.raises(CompareError, match="budgets are patients per class"):
         CompareSettings(budgets=(0,))

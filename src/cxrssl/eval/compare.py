@@ -267,6 +267,9 @@ def compare_backbones(
     reference = settings.reference or next((b.name for b in backbones if b.spec.checkpoint is None), names[0])
     if reference not in names:
         raise CompareError(f"--reference {reference!r} is not one of the backbones ({', '.join(names)})")
+    task_names = [name for name, _ in tasks]
+    if len(set(task_names)) != len(task_names):
+        raise CompareError(f"two tasks share a name ({', '.join(task_names)}); give each --task its own manifest name or folder")
     if (out_dir / "compare.json").exists() and not overwrite:
         raise CompareError(f"{out_dir}: already holds compare.json; choose another -o or pass --overwrite")
     say = print if progress else (lambda *a, **k: None)
