@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cxrssl import __version__
 from cxrssl.errors import CxrsslError
+from cxrssl.fileio import refuse_overwriting_inputs
 
 
 def _int_list(text: str) -> list[int]:
@@ -22,6 +23,7 @@ def _int_list(text: str) -> list[int]:
 
 
 DEFAULT_LABELS = (10, 25, 50, 100, 250, None)
+COMPARE_FILES = ("compare.json", "compare.csv", "compare_folds.csv", "compare.md", "compare_efficiency.png", "compare_differences.png")
 SPLIT_POLICY_HELP = (
     "a patient in both parts of the manifest's split: refuse (default), or purge: keep the test part and drop "
     "that patient's training images (counted in the output)"
@@ -207,11 +209,12 @@ def cmd_probe(args) -> None:
     from cxrssl.fileio import atomic_write_json
     from cxrssl.report.tables import paper_markdown_table
 
+    output = Path(args.output)
+    refuse_overwriting_inputs([output, output.with_name(output.stem + "_predictions.csv")], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet)
     result = evaluate_backbone(spec, task, _probe_settings(args), progress=not args.quiet)
     payload = result_payload(spec, args.task, result, args.dataset, args.label)
-    output = Path(args.output)
     atomic_write_json(output, payload)
     predictions = write_predictions(result, task, output.with_name(output.stem + "_predictions.csv"))
     print(paper_markdown_table([payload]))
@@ -232,6 +235,7 @@ def cmd_tsne(args) -> None:
     from cxrssl.eval.features import BackboneSpec
     from cxrssl.explain.tsne import tsne_panels
 
+    refuse_overwriting_inputs([Path(args.output), Path(args.output).with_suffix(".csv")], [args.task, *args.checkpoints])
     specs = [BackboneSpec.from_checkpoint(path) for path in args.checkpoints]
     if len({spec.image_size for spec in specs}) > 1:
         raise CxrsslError("the checkpoints were trained at different image sizes; give checkpoints of one run (or one image size)")
@@ -281,10 +285,11 @@ def cmd_report(args) -> None:
 
 def cmd_table(args) -> None:
     from cxrssl.fileio import atomic_write_text
+    from cxrssl.report.compare import is_compare, read_result
     from cxrssl.report.tables import compare_csv_table, compare_markdown_table, paper_csv_table, paper_markdown_table
 
-    from cxrssl.report.compare import is_compare, read_result
-
+    output = Path(args.output)
+    refuse_overwriting_inputs([output.with_suffix(".md"), output.with_suffix(".csv")], args.results)
     found = [read_result(path) for path in args.results]
     results, compares = [r for r in found if not is_compare(r)], [r for r in found if is_compare(r)]
     if results and compares:
@@ -295,7 +300,6 @@ def cmd_table(args) -> None:
         table = "\n".join(compare_markdown_table(found) for found in compares)
         csv_parts = [compare_csv_table(found) for found in compares]
         csv_text = csv_parts[0] + "".join(part.split("\n", 1)[1] for part in csv_parts[1:])  # one header
-    output = Path(args.output)
     atomic_write_text(output.with_suffix(".md"), table)
     atomic_write_text(output.with_suffix(".csv"), csv_text)
     print(table)
@@ -336,6 +340,7 @@ def cmd_compare(args) -> None:
     finetune = _finetune_settings(args) if args.finetune else None
     settings = CompareSettings(tuple(args.labels), args.folds, args.repeats, probe, args.reference, args.bootstrap, args.jobs,
                                finetune, tuple(args.finetune_labels), args.finetune_repeats)  # fmt: skip
+    refuse_overwriting_inputs([Path(args.output) / name for name in COMPARE_FILES], [*args.task, *(c.rpartition("=")[2] for c in args.checkpoint)])
     backbones = _named_backbones(args)
     if len({b.spec.image_size for b in backbones}) > 1:
         sizes = ", ".join(f"{b.name} {b.spec.image_size} px" for b in backbones)
@@ -361,9 +366,11 @@ def cmd_finetune(args) -> None:
     from cxrssl.fileio import atomic_write_json
     from cxrssl.report.tables import paper_markdown_table
 
+    output = Path(args.output)
+    figures = [Path(args.gradcam), Path(args.gradcam).with_name(Path(args.gradcam).stem + "_errors.png")] if args.gradcam else []
+    refuse_overwriting_inputs([output, output.with_name(output.stem + "_predictions.csv"), *figures], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet)
-    output = Path(args.output)
     result, fit, payload = finetune_backbone(spec, task, args.task, _probe_settings(args), _finetune_settings(args), output, args.dataset, args.label,
                                              progress=not args.quiet)  # fmt: skip
     atomic_write_json(output, payload)
