@@ -23,7 +23,6 @@ def _int_list(text: str) -> list[int]:
 
 
 DEFAULT_LABELS = (10, 25, 50, 100, 250, None)
-COMPARE_FILES = ("compare.json", "compare.csv", "compare_folds.csv", "compare.md", "compare_efficiency.png", "compare_differences.png")
 SPLIT_POLICY_HELP = (
     "a patient in both parts of the manifest's split: refuse (default), or purge: keep the test part and drop "
     "that patient's training images (counted in the output)"
@@ -332,9 +331,11 @@ def _named_backbones(args) -> list:
 
 
 def cmd_compare(args) -> None:
-    from cxrssl.eval.compare import CompareSettings, compare_backbones
+    from cxrssl.eval.compare import CompareSettings, common_image_size, compare_backbones
     from cxrssl.eval.evaluate import dataset_name, load_task
     from cxrssl.eval.probe import ProbeSettings
+    from cxrssl.report.compare import COMPARE_FILES
+    from cxrssl.report.tables import compare_markdown_table
 
     probe = ProbeSettings(positive=args.positive, seed=args.seed, bootstrap=0, folds=args.inner_folds, split_policy=args.split_policy)
     finetune = _finetune_settings(args) if args.finetune else None
@@ -342,14 +343,11 @@ def cmd_compare(args) -> None:
                                finetune, tuple(args.finetune_labels), args.finetune_repeats)  # fmt: skip
     refuse_overwriting_inputs([Path(args.output) / name for name in COMPARE_FILES], [*args.task, *(c.rpartition("=")[2] for c in args.checkpoint)])
     backbones = _named_backbones(args)
-    if len({b.spec.image_size for b in backbones}) > 1:
-        sizes = ", ".join(f"{b.name} {b.spec.image_size} px" for b in backbones)
-        raise CxrsslError(f"the backbones work at different image sizes ({sizes}); compare backbones of one image size")
-    size = backbones[0].spec.image_size if backbones else 128
+    size = common_image_size(backbones)  # refused here, before any task is decoded
     tasks = [(dataset_name(task), load_task(task, size, progress=not args.quiet)) for task in args.task]
     comparison = compare_backbones(backbones, tasks, args.output, settings, progress=not args.quiet, overwrite=args.overwrite)
-    print((comparison.folder / "compare.md").read_text())
-    print(f"wrote {comparison.folder}/: compare.json, compare.csv, compare_folds.csv, compare.md, compare_efficiency.png, compare_differences.png")
+    print(compare_markdown_table(comparison.payload))
+    print(f"wrote {comparison.folder}/: {', '.join(COMPARE_FILES)}")
 
 
 def _finetune_settings(args):

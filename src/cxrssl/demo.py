@@ -24,6 +24,7 @@ from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_loss_curve
+from cxrssl.report.tables import compare_csv_table, compare_markdown_table
 from cxrssl.run import RunFolder
 
 
@@ -68,9 +69,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     claim = demo_claim(comparison.payload)
 
     say("[4/5] table, loss curve, config")
-    table = (out_dir / "compare" / "compare.md").read_text()
+    table = compare_markdown_table(comparison.payload)
     atomic_write_text(out_dir / "table.md", table + "\n" + claim + "\n")
-    atomic_write_text(out_dir / "table.csv", (out_dir / "compare" / "compare.csv").read_text())
+    atomic_write_text(out_dir / "table.csv", compare_csv_table(comparison.payload))
     plot_loss_curve(list(range(1, len(pretrained.losses) + 1)), pretrained.losses, out_dir / "loss.png")
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"demo": {**settings.__dict__, "budgets": list(map(budget_name, settings.budgets))}, "pretrain": config.to_dict()}, sort_keys=False))
     results = {

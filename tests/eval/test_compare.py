@@ -9,6 +9,7 @@ from cxrssl.data.splits import patient_classes
 from cxrssl.eval.compare import PARTIAL, CompareError, CompareSettings, NamedBackbone, compare_backbones, plan_task
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.probe import ProbeSettings
+from cxrssl.report.compare import COMPARE_FILES
 
 
 def _task(patients=80, seed=0, splits=None):
@@ -141,6 +142,7 @@ def test_outputs_are_written_and_reproducible(tmp_path, backbones):
     assert first.payload == second.payload
     names = {p.name for p in (tmp_path / "one").iterdir()}
     assert names == {"compare.json", "compare.csv", "compare_folds.csv", "compare.md", "compare_efficiency.png", "compare_differences.png"}
+    assert [path.name for path in first.files] == list(COMPARE_FILES)
     lines = (tmp_path / "one" / "compare.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 3  # backbones × budgets
     assert len((tmp_path / "one" / "compare_folds.csv").read_text().splitlines()) == 1 + 2 * 3 * 6

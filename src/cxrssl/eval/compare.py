@@ -155,6 +155,15 @@ class TaskPlan:
         return f"the manifest's test part, {settings.repeats} draws of the training part"
 
 
+def common_image_size(backbones: Sequence[NamedBackbone]) -> int:
+    """The one image size every backbone works at (the tasks are decoded at it)."""
+    sizes = {b.spec.image_size for b in backbones}
+    if len(sizes) > 1:
+        listed = ", ".join(f"{b.name} {b.spec.image_size} px" for b in backbones)
+        raise CompareError(f"the backbones work at different image sizes ({listed}); compare backbones of one image size")
+    return sizes.pop() if sizes else 128
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
@@ -172,9 +181,10 @@ def plan_task(name: str, labels: Sequence[str], patients: Sequence[str], splits:
         design = "fixed_test"
         split = probe_split(patients, labels, splits, seed, probe.split_policy)
         purged = (split.purged_images, split.purged_patients)
-        for name_, rows in (("training", split.train), ("test", split.test)):
-            if len(rows) == 0 or len(set(targets[rows])) < 2:
-                raise CompareError(f"{name}: the {name_} part of the manifest's split must hold both classes ({positive}, {negative})")
+        try:
+            split.require_both_classes(targets, positive, negative)
+        except ProbeError as error:
+            raise CompareError(f"{name}: {error}") from None
         for repeat in range(settings.repeats):
             train = _budgets(name, patients, labels, split.train, settings, (seed, repeat, 0))
             folds.append(Fold(repeat, 0, split.test, train, _seed(seed, repeat, 0, 1), len(split.train)))
@@ -213,23 +223,28 @@ def _fit_fold(plan: TaskPlan, fold: Fold, features: dict[str, np.ndarray], setti
                 fit = fit_and_score(values, plan.targets, plan.patients, train, fold.test, probe)
             except ProbeError as error:
                 raise CompareError(f"{plan.name}, budget {budget_name(budget)}: {error}") from None
-            records.append(
-                {
-                    "task": plan.name,
-                    "backbone": name,
-                    "budget": budget_name(budget),
-                    "repeat": fold.repeat,
-                    "fold": fold.fold,
-                    "n_train": int(len(train)),
-                    "n_train_patients": int(len(set(plan.patients[train]))),
-                    "n_test": int(len(fold.test)),
-                    "chosen_c": fit.chosen_c,
-                    **{metric: float(fit.metrics[metric]) for metric in METRICS},
-                }
-            )
-            if plan.design == "fixed_test":
-                scores[f"{name}|{budget_name(budget)}"] = fit.test_scores.round(7).tolist()
+            _record(records, scores, plan, fold, name, budget, train, fit.metrics, fit.test_scores, chosen_c=fit.chosen_c)
     return {"mode": "probe", "task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
+
+
+def _record(records: list, scores: dict, plan: TaskPlan, fold: Fold, name: str, budget, train, metrics: dict, test_scores, **extra) -> None:
+    """One backbone at one budget on one fold: its record, and (fixed test part) its test scores for the bootstrap."""
+    records.append(
+        {
+            "task": plan.name,
+            "backbone": name,
+            "budget": budget_name(budget),
+            "repeat": fold.repeat,
+            "fold": fold.fold,
+            "n_train": int(len(train)),
+            "n_train_patients": int(len(set(plan.patients[train]))),
+            "n_test": int(len(fold.test)),
+            **extra,
+            **{metric: float(metrics[metric]) for metric in METRICS},
+        }
+    )
+    if plan.design == "fixed_test":
+        scores[f"{name}|{budget_name(budget)}"] = test_scores.round(7).tolist()
 
 
 @dataclass
@@ -261,9 +276,7 @@ def compare_backbones(
         raise CompareError("give at least two backbones to compare (e.g. --checkpoint CK.json --init random)")
     if len(set(names)) != len(names):
         raise CompareError(f"two backbones share a name ({', '.join(names)}); name them with --checkpoint NAME=CK.json")
-    if len({b.spec.image_size for b in backbones}) > 1:
-        sizes = ", ".join(f"{b.name} {b.spec.image_size} px" for b in backbones)
-        raise CompareError(f"the backbones work at different image sizes ({sizes}); compare backbones of one image size")
+    common_image_size(backbones)
     reference = settings.reference or next((b.name for b in backbones if b.spec.checkpoint is None), names[0])
     if reference not in names:
         raise CompareError(f"--reference {reference!r} is not one of the backbones ({', '.join(names)})")
@@ -323,16 +336,8 @@ def _finetune_fold(plan: TaskPlan, fold: Fold, backbones, images: ImageSet, sett
                                work_dir=state)  # fmt: skip
             except CxrsslError as error:
                 raise CompareError(f"{plan.name}, fine-tuning at budget {budget_name(budget)}: {error}") from None
-            name = backbone.name + FINETUNED
-            records.append(
-                {
-                    "task": plan.name, "backbone": name, "budget": budget_name(budget), "repeat": fold.repeat, "fold": fold.fold,
-                    "n_train": int(len(train)), "n_train_patients": int(len(set(plan.patients[train]))), "n_test": int(len(fold.test)),
-                    "chosen_c": None, "chosen_epoch": fit.chosen_epoch, **{metric: float(fit.metrics[metric]) for metric in METRICS},
-                }
-            )  # fmt: skip
-            if plan.design == "fixed_test":
-                scores[f"{name}|{budget_name(budget)}"] = fit.test_scores.round(7).tolist()
+            _record(records, scores, plan, fold, backbone.name + FINETUNED, budget, train, fit.metrics, fit.test_scores,
+                    chosen_c=None, chosen_epoch=fit.chosen_epoch)  # fmt: skip
     return {"mode": "finetune", "task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
 
 
@@ -484,8 +489,8 @@ def _bootstrap_rows(plan: TaskPlan, results: list[dict], names, reference, budge
     point, draws = {}, {}
     for name in names:
         runs = [np.asarray(result["scores"][f"{name}|{budget}"]) for result in results]
-        ones = np.ones((1, len(truth)))
-        point[name] = {m: float(np.mean([weighted_metrics(truth, s, ones)[m][0] for s in runs])) for m in METRICS}
+        on_the_test_part = [weighted_metrics(truth, s, np.ones((1, len(truth)))) for s in runs]
+        point[name] = {m: float(np.mean([found[m][0] for found in on_the_test_part])) for m in METRICS}
         per_run = [weighted_metrics(truth, s, weights) for s in runs]
         draws[name] = {m: np.nanmean(np.stack([p[m] for p in per_run]), axis=0) for m in METRICS}
     estimates = {name: {m: bootstrap_estimate(point[name][m], draws[name][m]) for m in METRICS} for name in names}

@@ -102,9 +102,10 @@ def finetune_backbone(
     manifest = task.manifest
     targets, positive, negative = binary_targets(manifest.labels, settings.positive)
     split = probe_split(manifest.patient_keys, manifest.labels, manifest.splits, settings.seed, settings.split_policy)
-    for name, rows in (("training", split.train), ("test", split.test)):
-        if len(rows) == 0 or len(set(targets[rows])) < 2:
-            raise CxrsslError(f"{task_source}: the {name} part must hold both classes ({positive}, {negative}); the task is too small or unbalanced")
+    try:
+        split.require_both_classes(targets, positive, negative)
+    except CxrsslError as error:
+        raise CxrsslError(f"{task_source}: {error}") from None
     output = Path(output)
     fit = finetune(spec, task, targets, manifest.patient_keys, split.train, split.test, replace(finetune_settings, seed=settings.seed),
                    settings.bootstrap, output.with_name(output.stem + "_state"), progress)  # fmt: skip

@@ -40,9 +40,9 @@ from torch import nn
 from cxrssl.checkpoint import checkpoint_metadata, load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_weights
 from cxrssl.data.images import ImageSet
 from cxrssl.data.splits import patient_grouped_split
-from cxrssl.engine import BatchFeeder, make_optimizer, prepare_device, training_step
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, training_step
 from cxrssl.errors import CxrsslError
-from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.features import BackboneSpec, extract_features
 from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion
 from cxrssl.eval.model import LinearProbe
 from cxrssl.hardware import native_bf16, resolve_device
@@ -136,18 +136,10 @@ def carve_validation(patients: Sequence[str], labels: Sequence[str], rows: np.nd
     return fit, val
 
 
-@torch.no_grad()
-def _scores(model: Classifier, images: ImageSet, rows: np.ndarray, device: torch.device, batch_size: int = 128) -> np.ndarray:
-    """P(positive) in float32 eval mode: what ``predict`` computes from the saved model."""
-    from cxrssl.models import normalize_pixels
-
-    model.eval()
-    out = []
-    for start in range(0, len(rows), batch_size):
-        pixels = images.batch(rows[start : start + batch_size]).to(device).unsqueeze(1)
-        logits = model(normalize_pixels(pixels).contiguous(memory_format=torch.channels_last))
-        out.append(torch.sigmoid(logits).cpu())
-    return torch.cat(out).double().numpy() if out else np.zeros(0)
+def _scores(model: Classifier, images: ImageSet, rows: np.ndarray, device: torch.device) -> np.ndarray:
+    """P(positive) in float32 eval mode, through the extraction loop: what ``predict`` computes from the saved model."""
+    logits = extract_features(model, images.select(rows), device=device)
+    return torch.sigmoid(torch.from_numpy(logits)).double().numpy()
 
 
 def _cosine(step: int, total: int) -> float:
@@ -202,15 +194,17 @@ def finetune(
         order = fit_rows[torch.randperm(len(fit_rows), generator=derived_generator(settings.seed, epoch, 0)).numpy()]
         generator = derived_generator(settings.seed, epoch, 1)
         batches = BatchFeeder(images.batch, order, batch_size, device)
+        tracker = LossTracker(device)  # read once per epoch: no wait on the GPU after every step
         for step, pixels in enumerate(batches):
             global_step = (epoch - 1) * steps_per_epoch + step
             for group, base in zip(optimizer.param_groups, (settings.backbone_lr, settings.head_lr)):
                 group["lr"] = base * _cosine(global_step, total_steps)
             batch_targets = torch.as_tensor(targets[order[step * batch_size : (step + 1) * batch_size]], dtype=torch.float32, device=device)
             views = augment(pixels, generator).contiguous(memory_format=torch.channels_last)
-            loss = training_step(model, optimizer, (views, batch_targets), autocast)
-            if not torch.isfinite(loss):
-                raise FinetuneError(f"the loss became {float(loss)} at epoch {epoch}, step {step}; lower --head-lr/--backbone-lr")
+            tracker.add(training_step(model, optimizer, (views, batch_targets), autocast), step)
+        diverged = tracker.diverged_at()
+        if diverged:
+            raise FinetuneError(f"the loss became {diverged[1]} at epoch {epoch}, step {diverged[0]}; lower --lr/--backbone-lr")
         val_auc = float(roc_auc_score(targets[val_rows], _scores(model, images, val_rows, device)))
         val_curve.append(val_auc)
         if val_auc > best[0]:

@@ -171,6 +171,11 @@ class ProbeSplit:
     def to_dict(self) -> dict:
         return {"split_source": self.source, "purged_images": self.purged_images, "purged_patients": self.purged_patients}
 
+    def require_both_classes(self, targets: np.ndarray, positive: str, negative: str) -> None:
+        for name, rows in (("training", self.train), ("test", self.test)):
+            if len(rows) == 0 or len(set(targets[rows])) < 2:
+                raise ProbeError(f"the {name} part must hold both classes ({positive}, {negative}); the task is too small or unbalanced")
+
 
 def has_test_split(splits: Sequence[str]) -> bool:
     """Whether a manifest's split column holds an official test part beside a training part."""
@@ -253,9 +258,7 @@ def run_probe(
     """The whole protocol, from features to test metrics with 95 % CIs."""
     targets, positive, negative = binary_targets(labels, settings.positive)
     split = probe_split(patients, labels, splits or [""] * len(labels), settings.seed, settings.split_policy)
-    for name, rows in (("training", split.train), ("test", split.test)):
-        if len(rows) == 0 or len(set(targets[rows])) < 2:
-            raise ProbeError(f"the {name} part must hold both classes ({positive}, {negative}); the task is too small or unbalanced")
+    split.require_both_classes(targets, positive, negative)
     fit = fit_and_score(features, targets, patients, split.train, split.test, settings)
     return ProbeResult(
         positive=positive,

@@ -14,6 +14,10 @@ from cxrssl.report.plots import plot_label_efficiency, plot_paired_differences
 from cxrssl.report.tables import compare_csv_table, compare_folds_csv, compare_markdown_table
 
 
+# What write_compare_outputs writes, in that order.
+COMPARE_FILES = ("compare.csv", "compare_folds.csv", "compare.md", "compare_efficiency.png", "compare_differences.png", "compare.json")
+
+
 def write_compare_outputs(payload: dict, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
