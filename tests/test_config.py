@@ -30,7 +30,7 @@ def test_overrides_and_yaml_files(tmp_path):
         ({"arch": "vgg16"}, "unknown architecture 'vgg16'"),
         ({"batch_size": 1}, "at least 2"),
         ({"image_size": 16}, "at least 32"),
-        ({"temperature": 0}, "must be positive"),
+        ({"temperature": 0}, "temperature must be a positive number"),
     ],
 )
 def test_bad_values(overrides, message):

@@ -11,7 +11,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cxrssl.distributed import GlooSyncBatchNorm, sync_batchnorm
-from cxrssl.ssl.methods import SimCLR
+from cxrssl.ssl.methods import BYOL, MoCo, SimCLR
 
 pytestmark = pytest.mark.distributed
 BATCH, SIZE = 8, 32
@@ -19,9 +19,10 @@ BATCH, SIZE = 8, 32
 
 # float64 throughout, so that any mismatch is a real difference and not rounding
 # in a different order of summation.
-def _model(gather: bool) -> SimCLR:
+def _model(gather: bool, method: str = "simclr"):
     torch.manual_seed(0)
-    return SimCLR("resnet18", hidden_features=32, out_features=16, gather_distributed=gather).double()
+    kind, settings = {"simclr": (SimCLR, {}), "moco": (MoCo, {"queue_size": 12}), "byol": (BYOL, {})}[method]
+    return kind("resnet18", hidden_features=32, out_features=16, gather_distributed=gather, **settings).double()
 
 
 def _views():
@@ -30,10 +31,10 @@ def _views():
     return torch.randn(shape, generator=generator, dtype=torch.float64), torch.randn(shape, generator=generator, dtype=torch.float64)
 
 
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, world: int, init_file: str, out_dir: str, method: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    model = sync_batchnorm(_model(gather=True), "cpu")
+    model = sync_batchnorm(_model(gather=True, method=method), "cpu")
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     view1, view2 = _views()
     share = BATCH // world
@@ -44,22 +45,26 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.all_reduce(mean_loss)
     mean_loss /= world
     if rank == 0:
-        payload = {f"grad.{name}": p.grad.numpy() for name, p in model.named_parameters()}
+        payload = {f"grad.{name}": p.grad.numpy() for name, p in model.named_parameters() if p.requires_grad}
         payload.update({f"buffer.{name}": b.numpy() for name, b in model.named_buffers()})
         np.savez(os.path.join(out_dir, "distributed.npz"), loss=mean_loss.numpy(), **payload)
     dist.destroy_process_group()
 
 
-def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
+def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path, method):
+    # For MoCo the buffers compared include the queue: both processes' keys, in global batch order.
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), method), nprocs=2, join=True)
     result = np.load(tmp_path / "distributed.npz")
 
-    single = _model(gather=False)
+    single = _model(gather=False, method=method)
     loss = single(*_views())
     loss.backward()
     assert float(result["loss"]) == pytest.approx(loss.item(), rel=1e-12)
     checked = 0
     for name, parameter in single.named_parameters():
+        if not parameter.requires_grad:  # momentum targets
+            continue
         np.testing.assert_allclose(result[f"grad.{name}"], parameter.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
         checked += 1
     for name, buffer in single.named_buffers():  # running BatchNorm statistics too

@@ -91,3 +91,14 @@ def test_training_step_matches_a_hand_written_step():
     torch.testing.assert_close(loss, reference.detach())
     for mine, theirs in zip(models[0].parameters(), models[1].parameters()):
         torch.testing.assert_close(mine, theirs)
+
+
+def test_scheduled_lr_warms_up_then_holds_or_decays_on_a_half_cosine():
+    from cxrssl.engine import scheduled_lr
+
+    assert [scheduled_lr(1.0, step, 10, "constant", 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert scheduled_lr(2.0, 0, 10, "cosine") == 2.0
+    # After a warm-up of 2 of 10 steps, the cosine spans the remaining 8: halfway is step 6.
+    assert scheduled_lr(1.0, 6, 10, "cosine", 2) == pytest.approx(0.5)
+    assert scheduled_lr(1.0, 10, 10, "cosine", 2) == pytest.approx(0.0)
+    assert scheduled_lr(1.0, 1, 10, "cosine", 2) == 1.0  # the last warm-up step reaches the base rate

@@ -16,11 +16,16 @@ from cxrssl.data.manifest import read_manifest
 
 def tiny_config(**changes):
     small = {"image_size": 32, "batch_size": 16, "epochs": 3, "hidden_features": 32, "out_features": 16, "keep_epochs": ()}
-    return replace(load_pretrain_config("demo"), **{**small, **changes})
+    return load_pretrain_config("demo", {**small, **changes})
 
 
-def test_resumed_run_reproduces_the_uninterrupted_losses_and_weights(tmp_path, phantom_manifest):
-    config = tiny_config()
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"method": "moco", "queue_size": 16}, {"method": "byol"}, {"lr_schedule": "cosine", "warmup_epochs": 1.5}],
+    ids=["simclr", "moco", "byol", "cosine"],
+)
+def test_resumed_run_reproduces_the_uninterrupted_losses_and_weights(tmp_path, phantom_manifest, changes):
+    config = tiny_config(**changes)
     whole = pretrain(phantom_manifest, tmp_path / "whole", config, progress=False)
     first = pretrain(phantom_manifest, tmp_path / "split", config, progress=False, stop_after_epoch=1)
     assert len(first.losses) == 1
@@ -33,6 +38,12 @@ def test_resumed_run_reproduces_the_uninterrupted_losses_and_weights(tmp_path, p
     final_resumed, _ = load_tensors(tmp_path / "split" / "checkpoints" / "epoch_0003.json")
     for key, value in final_whole.items():
         torch.testing.assert_close(final_resumed[key], value, rtol=0, atol=0)
+    # The whole resumable state too: momentum targets, MoCo's queue and its pointer, the optimiser.
+    state_whole, _ = load_tensors(tmp_path / "whole" / "state" / "last.json")
+    state_resumed, _ = load_tensors(tmp_path / "split" / "state" / "last.json")
+    assert state_whole.keys() == state_resumed.keys()
+    for key, value in state_whole.items():
+        torch.testing.assert_close(state_resumed[key], value, rtol=0, atol=0, msg=key)
     assert [row["epoch"] for row in RunFolder(tmp_path / "split").read_log()] == ["1", "2", "3"]
     assert json.loads((tmp_path / "split" / "status.json").read_text())["state"] == "complete"
 
@@ -61,7 +72,7 @@ def test_checkpoint_rebuilds_the_backbone_from_files_alone(tmp_path, phantom_man
 
 @pytest.mark.parametrize("read_loss_every", [1, 16])  # every step as on a CPU; seldom, as on a GPU
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, phantom_manifest, monkeypatch, read_loss_every):
-    import cxrssl.ssl.methods as methods
+    import cxrssl.ssl.methods.simclr as methods
     import cxrssl.train as train
 
     monkeypatch.setattr(train, "sync_interval", lambda device: read_loss_every)

@@ -79,6 +79,11 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
         raise CheckpointError(f"{json_path}: checkpoint metadata is not valid JSON ({error}); the file is damaged") from error
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not a cxrssl checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    from cxrssl.ssl.methods import METHODS
+
+    method = metadata.get("method", "simclr")  # checkpoints before methods were plug-ins are SimCLR's
+    if method not in METHODS:
+        raise CheckpointError(f"{json_path}: made by method {method!r}, which this cxrssl does not know ({', '.join(METHODS)}); upgrade cxrssl")
     weights_path = json_path.parent / metadata["weights"]
     if not weights_path.is_file():
         raise CheckpointError(f"{json_path}: its weights file {weights_path.name} is missing; the checkpoint is incomplete")

@@ -139,7 +139,13 @@ def cmd_pretrain(args) -> None:
         "image_size": args.image_size,
         "arch": args.arch,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "warmup_epochs": args.warmup_epochs,
         "temperature": args.temperature,
+        "method": args.method,
+        "init": args.init,
+        "momentum": args.momentum,
+        "queue_size": args.queue_size,
         "seed": args.seed,
         "fraction": args.fraction,
         "keep_epochs": args.keep,
@@ -159,6 +165,10 @@ def cmd_pretrain(args) -> None:
         print(f"pretrained {config.arch} on {result.images} images for {len(result.losses)} epochs (last loss {last:.4f}); run folder {result.run_dir}")
 
 
+INIT_HELP = ("a backbone that was not pretrained here: random (the baseline), imagenet (torchvision's ImageNet weights, "
+             "from its cache) or a .pth/.safetensors state dict or cxrssl checkpoint .json")
+
+
 def _backbone_spec(args):
     from cxrssl.eval.features import BackboneSpec
 
@@ -167,7 +177,7 @@ def _backbone_spec(args):
         if args.arch and args.arch != spec.arch:
             raise CxrsslError(f"{args.checkpoint}: is a {spec.arch} checkpoint, not {args.arch}; drop --arch or pass a {args.arch} checkpoint")
         return spec
-    return BackboneSpec.random(args.arch or "resnet18", args.image_size, args.seed)
+    return BackboneSpec.from_init(args.init, args.arch or "resnet18", args.image_size, args.seed)
 
 
 def _probe_settings(args):
@@ -323,10 +333,11 @@ def _named_backbones(args) -> list:
         spec = BackboneSpec.from_checkpoint(path)
         backbones.append(NamedBackbone(name or f"{spec.checkpoint.parent.parent.name} epoch {spec.epoch}", spec))
     first = backbones[0].spec if backbones else None
-    for _ in args.init:
+    for init in args.init:
         arch = args.arch or (first.arch if first else "resnet18")
         size = args.image_size or (first.image_size if first else 128)
-        backbones.append(NamedBackbone("random init", BackboneSpec.random(arch, size, args.seed)))
+        spec = BackboneSpec.from_init(init, arch, size, args.seed)
+        backbones.append(NamedBackbone(spec.init_label, spec))
     return backbones
 
 
@@ -448,17 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--quiet", action="store_true")
     cache.set_defaults(handler=cmd_cache)
 
-    pretrain = verbs.add_parser("pretrain", help="SimCLR pretraining on the images of a manifest (labels ignored)")
+    pretrain = verbs.add_parser("pretrain", help="self-supervised pretraining (SimCLR, MoCo v2, BYOL) on the images of a manifest (labels ignored)")
     pretrain.add_argument("--data", required=True, help="manifest CSV of the unlabelled images, or a cache folder (cxrssl cache)")
     pretrain.add_argument("--out", required=True, help="run folder (checkpoints, log, config)")
     pretrain.add_argument("--config", help="preset (paper, cpu, demo) or YAML file; default cpu")
     pretrain.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    pretrain.add_argument("--method", choices=("simclr", "moco", "byol"), help="pretraining method (default: the config's, simclr)")
+    pretrain.add_argument("--init", help="starting weights: random (default), imagenet (torchvision's cache) or a weights file / checkpoint .json")
     pretrain.add_argument("--epochs", type=int)
     pretrain.add_argument("--batch-size", type=int, help="effective batch over all processes")
     pretrain.add_argument("--image-size", type=int)
     pretrain.add_argument("--arch", help="resnet18, resnet34, resnet50 or wide_resnet50_2")
     pretrain.add_argument("--lr", type=float)
-    pretrain.add_argument("--temperature", type=float)
+    pretrain.add_argument("--lr-schedule", choices=("constant", "cosine"), help="constant (the paper's) or cosine decay to 0")
+    pretrain.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up, in epochs")
+    pretrain.add_argument("--temperature", type=float, help="simclr and moco: softmax temperature (default 0.5, 0.2)")
+    pretrain.add_argument("--momentum", type=float, help="moco and byol: EMA coefficient of the target network (default 0.99)")
+    pretrain.add_argument("--queue-size", type=int, help="moco: negatives kept in the queue (default 4096)")
     pretrain.add_argument("--seed", type=int)
     pretrain.add_argument("--fraction", type=float, help="share of patients to pretrain on, in (0, 1]")
     pretrain.add_argument("--keep", type=_int_list, help="epochs whose checkpoints are kept, e.g. 10,25,50,100")
@@ -470,9 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     def add_backbone_flags(verb) -> None:
         which = verb.add_mutually_exclusive_group(required=True)
         which.add_argument("--checkpoint", help="checkpoint .json of a pretraining run")
-        which.add_argument("--init", choices=("random",), help="a randomly initialised backbone, the baseline")
-        verb.add_argument("--arch", help="architecture for --init random (default resnet18); with --checkpoint, checked against it")
-        verb.add_argument("--image-size", type=int, default=128, help="image size for --init random")
+        which.add_argument("--init", metavar="random|imagenet|FILE", help=INIT_HELP)
+        verb.add_argument("--arch", help="architecture for --init (default resnet18); with --checkpoint, checked against it")
+        verb.add_argument("--image-size", type=int, default=128, help="image size for --init")
         verb.add_argument("--seed", type=int, default=0, help="seed of --init random, the split and the bootstrap")
         verb.add_argument("--quiet", action="store_true")
 
@@ -567,9 +584,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = verbs.add_parser("compare", help="does pretraining pay? backbones on identical folds and label budgets, paired differences")
     compare.add_argument("--checkpoint", action="append", default=[], metavar="[NAME=]CK.json", help="a checkpoint to compare (repeatable)")
-    compare.add_argument("--init", action="append", default=[], choices=("random",), help="add the random initialisation (the default reference)")
-    compare.add_argument("--arch", help="architecture of --init random (default: the first checkpoint's, else resnet18)")
-    compare.add_argument("--image-size", type=int, help="image size of --init random (default: the first checkpoint's, else 128)")
+    compare.add_argument("--init", action="append", default=[], metavar="random|imagenet|FILE",
+                         help="add an initialisation, repeatable: random (the default reference), imagenet, a weights file")  # fmt: skip
+    compare.add_argument("--arch", help="architecture of --init (default: the first checkpoint's, else resnet18)")
+    compare.add_argument("--image-size", type=int, help="image size of --init (default: the first checkpoint's, else 128)")
     compare.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
     compare.add_argument("--labels", type=_budgets, default=list(DEFAULT_LABELS), metavar="10,25,...,all",
                          help="labelled patients per class drawn from each training part (default 10,25,50,100,250,all)")  # fmt: skip

@@ -7,6 +7,7 @@ applied on top, and the resolved result is saved with every run.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -18,17 +19,29 @@ from cxrssl.models import ARCHITECTURES
 from cxrssl.ssl.augment import AugmentConfig
 
 PRESETS = ("paper", "cpu", "demo")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+# Settings that belong to a method; each method takes some of them (METHODS[...].settings)
+# and a config leaves them None to take the method's default.
+METHOD_SETTINGS = ("temperature", "momentum", "queue_size")
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
+    method: str = "simclr"  # simclr, moco or byol (cxrssl.ssl.methods.METHODS)
+    init: str = "random"  # random, imagenet, or a weights file to continue from (cxrssl.weights)
     arch: str = "wide_resnet50_2"
     image_size: int = 224
     batch_size: int = 128  # effective batch, over all processes
     epochs: int = 100
     lr: float = 5e-4
+    lr_schedule: str = "constant"  # constant (the paper's) or cosine (decay to 0 over the run)
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (either schedule)
     weight_decay: float = 0.0
-    temperature: float = 0.5
+    temperature: float | None = None  # simclr 0.5 (the paper's), moco 0.2
+    momentum: float | None = None  # EMA of the target: moco 0.99, byol 0.99 rising to 1
+    queue_size: int | None = None  # moco's negatives, 4096
     hidden_features: int = 2048
     out_features: int = 128
     seed: int = 0
@@ -41,6 +54,7 @@ class PretrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
+        self._resolve_method_settings()
         if self.arch not in ARCHITECTURES:
             raise ConfigError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHITECTURES)}")
         if not 0 < self.fraction <= 1:
@@ -52,12 +66,38 @@ class PretrainConfig:
             raise ConfigError(f"image_size must be at least 32 pixels, got {self.image_size}")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be at least 2: NT-Xent needs negatives from other images")
-        if self.lr <= 0 or self.temperature <= 0:
-            raise ConfigError(f"lr and temperature must be positive, got lr={self.lr}, temperature={self.temperature}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f"warmup_epochs must be at least 0 and below epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if any(epoch < 1 for epoch in self.keep_epochs):
             raise ConfigError(f"keep_epochs must list epochs from 1 on, got {list(self.keep_epochs)}")
+
+    def _resolve_method_settings(self) -> None:
+        """Fill the method's settings with its defaults; refuse the ones it does not take."""
+        from cxrssl.ssl.methods import METHODS
+
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        takes = METHODS[self.method].settings
+        for name in METHOD_SETTINGS:
+            value = getattr(self, name)
+            if name not in takes:
+                if value is not None:
+                    raise ConfigError(f"method {self.method} has no setting {name}; it takes {', '.join(takes) or 'none'}")
+                continue
+            value = takes[name] if value is None else value
+            object.__setattr__(self, name, value)  # frozen: filled once, here
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
+        if self.momentum is not None and not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.queue_size is not None and (int(self.queue_size) != self.queue_size or self.queue_size < 1):
+            raise ConfigError(f"queue_size must be a positive integer, got {self.queue_size}")
 
     def keeps(self, epoch: int) -> bool:
         """Whether the checkpoint of ``epoch`` is kept (the last epoch always is)."""
@@ -81,9 +121,34 @@ class PretrainConfig:
                 values["augment"] = AugmentConfig.from_dict(values["augment"] or {})
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{source}: augment: {error}") from error
-        if "keep_epochs" in values:
-            values["keep_epochs"] = tuple(int(e) for e in (values["keep_epochs"] or ()))
+        try:
+            if "keep_epochs" in values:
+                values["keep_epochs"] = tuple(int(e) for e in (values["keep_epochs"] or ()))
+            for name, value in values.items():
+                values[name] = _typed(name, value, FIELD_TYPES.get(name))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{source}: {error}") from None
         return cls(**values)
+
+
+FIELD_TYPES = {"method": str, "init": str, "arch": str, "lr_schedule": str, "device": str, "image_size": int, "batch_size": int,
+               "epochs": int, "hidden_features": int, "out_features": int, "seed": int, "queue_size": int, "lr": float,
+               "warmup_epochs": float, "weight_decay": float, "temperature": float, "momentum": float, "fraction": float,
+               "amp": bool, "channels_last": bool, "compile": bool}  # fmt: skip
+
+
+def _typed(name: str, value, kind):
+    """``value`` as a ``kind`` setting, or a ValueError that names the setting."""
+    if kind is None or value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is float and isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{name} must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false' if kind is bool else 'text'}, got {value!r}")
 
 
 def load_pretrain_config(name_or_path: str = "cpu", overrides: dict | None = None) -> PretrainConfig:
@@ -108,6 +173,9 @@ def load_pretrain_config(name_or_path: str = "cpu", overrides: dict | None = Non
 def with_overrides(config: PretrainConfig, overrides: dict | None) -> PretrainConfig:
     """``config`` with the given settings replaced; None values mean "not given"."""
     chosen = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if chosen.get("method", config.method) != config.method:
+        # Another method: the settings of the config's method give way to the new one's defaults.
+        chosen = {**{name: None for name in METHOD_SETTINGS}, **chosen}
     if "keep_epochs" in chosen:
         chosen["keep_epochs"] = tuple(chosen["keep_epochs"])
     return replace(config, **chosen) if chosen else config

@@ -118,6 +118,8 @@ def _convert_to_gloo_sync(module: nn.Module) -> nn.Module:
             synced = synced.to(device=like.device, dtype=like.dtype)
         synced.load_state_dict(module.state_dict())
         synced.train(module.training)
+        for name, parameter in module.named_parameters(recurse=False):  # frozen momentum targets stay frozen
+            getattr(synced, name).requires_grad_(parameter.requires_grad)
         return synced
     for name, child in module.named_children():
         module.add_module(name, _convert_to_gloo_sync(child))

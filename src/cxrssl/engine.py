@@ -18,6 +18,7 @@ The benchmarks import these rather than copying them, so what they time is what
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Callable, Iterator, Sequence
@@ -123,6 +124,22 @@ def training_step(
 def make_optimizer(parameters, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Adam:
     # On a GPU the fused Adam updates every parameter in one kernel, not one per tensor.
     return torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda" or None)
+
+
+def scheduled_lr(base: float, step: int, total_steps: int, schedule: str = "constant", warmup_steps: int = 0) -> float:
+    """Learning rate at optimiser step ``step`` (from 0) of ``total_steps``.
+
+    A linear warm-up over the first ``warmup_steps`` steps, then either the base rate
+    (``constant``) or a half cosine from the base rate to 0 at ``total_steps``
+    (``cosine``, Loshchilov & Hutter 2017, as SimCLR and BYOL use). A function of the
+    step alone, so a resumed run continues the same curve.
+    """
+    if step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 class LossTracker:

@@ -1,4 +1,4 @@
-"""The pretraining loop: SimCLR on unlabelled radiographs.
+"""The pretraining loop: a self-supervised method (SimCLR, MoCo v2, BYOL) on unlabelled radiographs.
 
 One function, ``pretrain``, runs on the CPU, one GPU, or many processes launched by
 ``torchrun``. Every epoch it appends a log row, saves the resumable training state
@@ -33,18 +33,20 @@ from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
 from cxrssl.data.splits import patient_share
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
-from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, sync_interval, training_step, two_views
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, scheduled_lr, sync_interval, training_step, two_views
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.fileio import atomic_write_json
 from cxrssl.hardware import native_bf16, resolve_device
 from cxrssl.run import RunFolder
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
-from cxrssl.ssl.methods import SimCLR
+from cxrssl.ssl.methods import Method, build_method
+from cxrssl.weights import load_init
 
 # Settings that may differ when a run is resumed: extending it (with a new keep-list,
 # e.g. 10,25,50,100), or lowering the learning rate after a divergence. Anything
 # else would make a different run.
+# With lr_schedule cosine, a new number of epochs reshapes the rest of the curve.
 RESUMABLE_CHANGES = {"epochs", "keep_epochs", "lr", "device", "compile"}
 
 
@@ -68,9 +70,10 @@ def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
         if run.root.exists() and any(run.root.iterdir()):
             raise CxrsslError(f"{run.root}: nothing to resume (no state/last.json); start a new run in an empty folder")
         return 0  # --resume on an empty folder simply starts the run
-    saved = run.read_config()["pretrain"]
+    # Through the dataclass, so settings added since the run was made take their defaults.
+    saved = PretrainConfig.from_dict(run.read_config()["pretrain"], str(run.config)).to_dict()
     current = config.to_dict()
-    changed = sorted(key for key in current if current[key] != saved.get(key) and key not in RESUMABLE_CHANGES)
+    changed = sorted(key for key in current if current[key] != saved[key] and key not in RESUMABLE_CHANGES)
     if changed:
         raise ConfigError(
             f"{run.config}: --resume needs the run's own settings, but {', '.join(changed)} differ; "
@@ -79,8 +82,8 @@ def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
     return int(json.loads(run.state.read_text())["epoch"])
 
 
-def _bare(model: torch.nn.Module) -> SimCLR:
-    """The SimCLR module under DDP and torch.compile wrappers."""
+def _bare(model: torch.nn.Module) -> Method:
+    """The method's module under DDP and torch.compile wrappers."""
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
 
@@ -93,7 +96,7 @@ def pretrain(
     progress: bool = True,
     stop_after_epoch: int | None = None,
 ) -> PretrainResult:
-    """Pretrain SimCLR on the images of ``manifest``; labels, if any, are ignored.
+    """Pretrain ``config.method`` on the images of ``manifest``; labels, if any, are ignored.
 
     ``stop_after_epoch`` ends the run early as if it had been killed after that
     epoch (used to test resuming).
@@ -162,11 +165,17 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             write_unreadable_list(run.unreadable, images.unreadable)
             tqdm.write(f"warning: skipped {len(images.unreadable)} unreadable image(s), listed in {run.unreadable}")
 
-    model = SimCLR(config.arch, config.hidden_features, config.out_features, config.temperature, context.enabled)
+    model = build_method(config, context.enabled)
+    problem = model.check_images(len(images), config.batch_size)
+    if problem:
+        raise ConfigError(f"{manifest.name}: {problem}")
     log_rows = run.read_log()[:start_epoch]
     tensors, state = load_tensors(run.state) if start_epoch else ({}, None)
     if state is not None:
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
+    else:
+        load_init(model.backbone, config.arch, config.init)  # every process reads the same file
+        model.sync_targets()
     if context.enabled:
         # Converting BatchNorm makes new parameters: do it before the optimiser sees them.
         model = sync_batchnorm(model, device.type)
@@ -176,8 +185,6 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     optimizer = make_optimizer(model.parameters(), config.lr, config.weight_decay, device)
     if state is not None:  # load_state_dict moves the moments to the parameters' device
         optimizer.load_state_dict(optimizer_from_tensors(tensors, state["optimizer"]))
-    for group in optimizer.param_groups:  # lr may have been lowered on resume
-        group["lr"] = config.lr
     if context.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
@@ -189,11 +196,13 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         range(len(images)), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed, drop_last=True
     )
     steps_per_epoch = len(sampler) // per_rank_batch
+    total_steps, warmup_steps = config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch)
     check_every = sync_interval(device)
     losses = [float(row["loss"]) for row in log_rows]
     checkpoints = []
     last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
 
+    bare = _bare(model)
     for epoch in range(start_epoch + 1, last_epoch + 1):
         model.train()
         sampler.set_epoch(epoch)
@@ -203,8 +212,12 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         started = time.perf_counter()
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not show, leave=False)
         for step, pixels in enumerate(batches):
+            lr = scheduled_lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps, config.lr_schedule, warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             views = two_views(augment, pixels, generator, config.channels_last)
             tracker.add(training_step(model, optimizer, views, autocast), step)
+            bare.after_step(((epoch - 1) * steps_per_epoch + step + 1) / total_steps)  # momentum targets, if any
             if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
                 _stop_if_diverged(tracker, epoch, run, context)
                 bar.update(step + 1 - bar.n)
@@ -217,7 +230,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             {
                 "epoch": epoch,
                 "loss": repr(epoch_loss),  # exact, so a resumed run reports identical losses
-                "lr": config.lr,
+                "lr": f"{lr:.6g}",  # of the epoch's last step
                 "images_per_s": f"{steps_per_epoch * config.batch_size / wall:.2f}",
                 "wall_s": f"{wall:.2f}",
             }
@@ -261,9 +274,8 @@ def _stop_if_diverged(tracker: LossTracker, epoch: int, run: RunFolder, context:
     )
 
 
-def _save_epoch(run: RunFolder, model: SimCLR, optimizer, config: PretrainConfig, epoch: int, loss: float) -> list[Path]:
-    weights = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
-    weights.update({f"head.{k}": v for k, v in model.head.state_dict().items()})
+def _save_epoch(run: RunFolder, model: Method, optimizer, config: PretrainConfig, epoch: int, loss: float) -> list[Path]:
+    weights = model.checkpoint_weights()
     metadata = checkpoint_metadata(
         config.arch,
         config.image_size,
@@ -271,12 +283,14 @@ def _save_epoch(run: RunFolder, model: SimCLR, optimizer, config: PretrainConfig
         config.to_dict(),
         loss=loss,
         head={"hidden_features": config.hidden_features, "out_features": config.out_features},
+        method=config.method,
+        method_settings={name: getattr(config, name) for name in type(model).settings},
     )
     saved = []
     if config.keeps(epoch):
         saved.append(save_weights(run.checkpoint(epoch), weights, metadata))
     optimizer_tensors, optimizer_plain = optimizer_to_tensors(optimizer.state_dict())
-    # State tensors are keyed by the SimCLR module's own names, so it reloads directly.
+    # State tensors are keyed by the method module's own names (targets and queues included), so it reloads directly.
     state_weights = {**model.state_dict(), **optimizer_tensors}
     save_weights(run.state, state_weights, {**metadata, "optimizer": optimizer_plain})
     return saved

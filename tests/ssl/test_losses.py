@@ -71,3 +71,46 @@ def test_rejects_bad_shapes_and_temperature():
         nt_xent_loss(torch.randn(4, 8), torch.randn(5, 8))
     with pytest.raises(ValueError):
         nt_xent_loss(torch.randn(4, 8), torch.randn(4, 8), temperature=0)
+
+
+def reference_info_nce(z1, z2, bank, temperature):
+    """Literal InfoNCE with a memory bank: per anchor, its positive against the bank only."""
+    total = 0.0
+    for k in range(len(z1)):
+        anchor = z1[k] / z1[k].norm()
+        positive = torch.exp(torch.dot(anchor, z2[k] / z2[k].norm()) / temperature)
+        negatives = sum(torch.exp(torch.dot(anchor, row / row.norm()) / temperature) for row in bank)
+        total = total - torch.log(positive / (positive + negatives))
+    return total / len(z1)
+
+
+@pytest.mark.parametrize("batch,bank_size,dim", [(1, 1, 3), (4, 7, 16), (9, 32, 128)])
+@pytest.mark.parametrize("temperature", [0.07, 0.2, 1.0])
+def test_memory_bank_form_matches_a_loop_value_and_gradient(batch, bank_size, dim, temperature):
+    generator = torch.Generator().manual_seed(batch * 100 + bank_size)
+    z1, z2, bank = (torch.randn(n, dim, generator=generator, dtype=torch.float64, requires_grad=True) for n in (batch, batch, bank_size))
+    fast = nt_xent_loss(z1, z2, temperature, negatives=bank)
+    slow = reference_info_nce(z1, z2, bank, temperature)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-10)
+    for got, want in zip(torch.autograd.grad(fast, (z1, z2, bank)), torch.autograd.grad(slow, (z1, z2, bank))):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_memory_bank_of_the_wrong_width_is_refused():
+    with pytest.raises(ValueError, match="negatives must be"):
+        nt_xent_loss(torch.randn(2, 4), torch.randn(2, 4), negatives=torch.randn(5, 3))
+
+
+def test_byol_loss_matches_a_loop_and_sends_no_gradient_to_the_target():
+    from cxrssl.ssl.losses import byol_loss
+
+    generator = torch.Generator().manual_seed(3)
+    p = torch.randn(6, 10, generator=generator, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(6, 10, generator=generator, dtype=torch.float64, requires_grad=True)
+    slow = sum(((p[k] / p[k].norm() - z[k] / z[k].norm()) ** 2).sum() for k in range(6)) / 6
+    fast = byol_loss(p, z)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(fast, p)[0], torch.autograd.grad(slow, p, retain_graph=True)[0])
+    fast2 = byol_loss(p, z)
+    assert torch.autograd.grad(fast2, z, allow_unused=True)[0] is None
+    assert byol_loss(p, 3 * p).item() == pytest.approx(0.0, abs=1e-12)  # same direction: no loss

@@ -277,7 +277,7 @@ def compare_backbones(
     if len(set(names)) != len(names):
         raise CompareError(f"two backbones share a name ({', '.join(names)}); name them with --checkpoint NAME=CK.json")
     common_image_size(backbones)
-    reference = settings.reference or next((b.name for b in backbones if b.spec.checkpoint is None), names[0])
+    reference = settings.reference or next((b.name for b in backbones if b.spec.checkpoint is None and b.spec.init == "random"), names[0])
     if reference not in names:
         raise CompareError(f"--reference {reference!r} is not one of the backbones ({', '.join(names)})")
     task_names = [name for name, _ in tasks]

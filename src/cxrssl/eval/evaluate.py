@@ -41,7 +41,7 @@ def dataset_name(data: str | Path) -> str:
 def pretext_label(spec: BackboneSpec) -> str:
     """The Table III row name: the pretext share of patients and the epoch, or random init."""
     if spec.checkpoint is None:
-        return "random init"
+        return spec.init_label
     fraction = spec.pretext_fraction
     share = f"{100 * fraction:g} %" if fraction is not None and math.isfinite(fraction) else "?"
     return f"{share}, epoch {spec.epoch}"

@@ -28,6 +28,7 @@ from cxrssl.fileio import atomic_save_npz
 from cxrssl.hardware import resolve_device
 from cxrssl.models import build_backbone, normalize_pixels
 from cxrssl.seeding import seed_everything
+from cxrssl.weights import file_digest, init_file, initial_backbone
 
 FEATURE_VERSION = "gap-last-layer/1"  # bump when the extraction itself changes
 
@@ -59,12 +60,13 @@ def random_backbone(arch: str, seed: int) -> nn.Module:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Which frozen backbone to probe: a checkpoint, or a random initialisation."""
+    """Which frozen backbone to probe: a checkpoint, or an initialisation (random, ImageNet, a weights file)."""
 
     arch: str
     image_size: int
     checkpoint: Path | None = None
     seed: int = 0
+    init: str = "random"  # without a checkpoint: random, imagenet or a weights file (cxrssl.weights)
     epoch: int = 0
     pretext_fraction: float | None = None  # share of patients it was pretrained on
 
@@ -82,17 +84,40 @@ class BackboneSpec:
         build_backbone(arch)  # validates the name before any image is decoded
         return cls(arch, image_size, None, seed)
 
+    @classmethod
+    def from_init(cls, init: str, arch: str, image_size: int, seed: int = 0) -> "BackboneSpec":
+        """``--init``: random, imagenet, or a weights file / checkpoint to start from."""
+        if init == "random":
+            return cls.random(arch, image_size, seed)
+        init_file(init, arch)  # refused here, before any image is decoded, when absent
+        return cls(arch, image_size, None, seed, init=init)
+
     @property
     def description(self) -> str:
-        return str(self.checkpoint) if self.checkpoint else f"random {self.arch} (seed {self.seed})"
+        if self.checkpoint:
+            return str(self.checkpoint)
+        if self.init == "imagenet":
+            return f"{self.arch} with ImageNet weights"
+        return f"{self.arch} from {self.init}" if self.init != "random" else f"random {self.arch} (seed {self.seed})"
+
+    @property
+    def init_label(self) -> str:
+        """The row name of a backbone that was not pretrained: random init, ImageNet, or the file's name."""
+        return {"random": "random init", "imagenet": "ImageNet"}.get(self.init, f"init {Path(self.init).stem}")
 
     def build(self) -> nn.Module:
-        return load_backbone(self.checkpoint)[0] if self.checkpoint else random_backbone(self.arch, self.seed)
+        if self.checkpoint:
+            return load_backbone(self.checkpoint)[0]
+        if self.init != "random":
+            return initial_backbone(self.arch, self.init).eval()
+        return random_backbone(self.arch, self.seed)
 
     def identity(self) -> str:
         """What the features depend on, as text: weights by content, or how they were drawn."""
-        if self.checkpoint is None:
+        if self.checkpoint is None and self.init == "random":
             return f"random|{self.arch}|{self.seed}|torch {torch.__version__}"
+        if self.checkpoint is None:
+            return f"init|{self.arch}|{file_digest(init_file(self.init, self.arch))}"
         digest = hashlib.sha256()
         with open(self.checkpoint.with_suffix(".safetensors"), "rb") as handle:
             # The safetensors header holds free-form metadata in no fixed key order, so

@@ -40,7 +40,7 @@ from torch import nn
 from cxrssl.checkpoint import checkpoint_metadata, load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_weights
 from cxrssl.data.images import ImageSet
 from cxrssl.data.splits import patient_grouped_split
-from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, training_step
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, scheduled_lr, training_step
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, extract_features
 from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion
@@ -142,10 +142,6 @@ def _scores(model: Classifier, images: ImageSet, rows: np.ndarray, device: torch
     return torch.sigmoid(torch.from_numpy(logits)).double().numpy()
 
 
-def _cosine(step: int, total: int) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
-
-
 def finetune(
     spec: BackboneSpec,
     images: ImageSet,
@@ -198,7 +194,7 @@ def finetune(
         for step, pixels in enumerate(batches):
             global_step = (epoch - 1) * steps_per_epoch + step
             for group, base in zip(optimizer.param_groups, (settings.backbone_lr, settings.head_lr)):
-                group["lr"] = base * _cosine(global_step, total_steps)
+                group["lr"] = scheduled_lr(base, global_step, total_steps, "cosine")
             batch_targets = torch.as_tensor(targets[order[step * batch_size : (step + 1) * batch_size]], dtype=torch.float32, device=device)
             views = augment(pixels, generator).contiguous(memory_format=torch.channels_last)
             tracker.add(training_step(model, optimizer, (views, batch_targets), autocast), step)

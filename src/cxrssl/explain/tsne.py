@@ -42,7 +42,7 @@ def tsne_panels(specs: list[BackboneSpec], task: ImageSet, out_path: str | Path,
         for name in classes:
             chosen = labels == name
             axis.scatter(coords[chosen, 0], coords[chosen, 1], s=6, alpha=0.7, color=colours[name], label=name)
-        axis.set_title("random init" if spec.checkpoint is None else f"epoch {spec.epoch}", fontsize=10)
+        axis.set_title(spec.init_label if spec.checkpoint is None else f"epoch {spec.epoch}", fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
         for row, (x, y) in zip(task.manifest.rows, coords):

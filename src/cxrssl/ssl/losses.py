@@ -7,6 +7,13 @@ its positive j among the 2B views of a batch,
     l(i, j) = -log( exp(sim(z_i, z_j) / tau) / sum_{k != i} exp(sim(z_i, z_k) / tau) )
 
 with cosine similarity, averaged over all 2B anchors.
+
+With a memory bank of ``negatives`` (MoCo's queue, He et al. 2020) the same loss is
+InfoNCE: each anchor z1[k] is contrasted with its positive z2[k] and with the bank
+only, l(k) = -log( exp(s(z1_k, z2_k)/tau) / (exp(s(z1_k, z2_k)/tau) + sum_n exp(s(z1_k, q_n)/tau)) ),
+as lightly's NTXentLoss does with a memory bank.
+
+``byol_loss`` is BYOL's normalised mean squared error (Grill et al. 2020).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ def nt_xent_loss(
     z2: torch.Tensor,
     temperature: float = 0.5,
     gather_distributed: bool = False,
+    negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """NT-Xent over views ``z1[k]`` and ``z2[k]`` of the same image k.
 
@@ -49,6 +57,8 @@ def nt_xent_loss(
     batch = z1.shape[0]
     # At least float32, even under bf16 autocast: exp(sim / tau) is sensitive to rounding.
     dtype = torch.promote_types(z1.dtype, torch.float32)
+    if negatives is not None:
+        return _info_nce_with_bank(z1.to(dtype), z2.to(dtype), negatives.to(dtype), temperature)
     local = F.normalize(torch.cat([z1, z2], dim=0).to(dtype), dim=1)  # rows: view 1 of all, then view 2 of all
     everyone, rank = _gather_with_gradients(local) if gather_distributed else (local, 0)
     # Column index of each local anchor in `everyone` (blocks of 2B per process).
@@ -61,3 +71,20 @@ def nt_xent_loss(
     self_mask[torch.arange(2 * batch), anchor_columns] = True
     logits = logits.masked_fill(self_mask, float("-inf"))
     return F.cross_entropy(logits, positive_columns)
+
+
+def _info_nce_with_bank(z1: torch.Tensor, z2: torch.Tensor, bank: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Anchors z1, positives z2, negatives the rows of ``bank``; the positive is logit 0."""
+    if bank.ndim != 2 or bank.shape[1] != z1.shape[1]:
+        raise ValueError(f"negatives must be (N, {z1.shape[1]}), got {tuple(bank.shape)}")
+    anchors, positives = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    positive = (anchors * positives).sum(dim=1, keepdim=True)
+    logits = torch.cat([positive, anchors @ F.normalize(bank, dim=1).T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(anchors), dtype=torch.long, device=anchors.device))
+
+
+def byol_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z); no gradient flows into ``target``."""
+    dtype = torch.promote_types(prediction.dtype, torch.float32)
+    p, z = F.normalize(prediction.to(dtype), dim=1), F.normalize(target.detach().to(dtype), dim=1)
+    return (2 - 2 * (p * z).sum(dim=1)).mean()

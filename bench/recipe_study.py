@@ -1,0 +1,183 @@
+"""The recipe study: which pretraining settings make pretraining beat random initialisation.
+
+Each arm of a study file (``bench/recipe_study.yaml``) is one pretraining run on the
+unlabelled pool, judged by ``cxrssl compare`` against random initialisation (paired,
+same folds and label budgets) on every task of the study whose image size allows it.
+Everything runs through the ``cxrssl`` command line, so what is measured is what a
+user gets.
+
+    python bench/recipe_study.py run bench/recipe_study.yaml --work WORK [--arm NAME ...]
+    python bench/recipe_study.py table bench/recipe_study.yaml > docs/recipes-table.md
+
+``run`` is resumable: a finished step is skipped, a killed pretraining continues with
+``--resume``. Checkpoints and caches stay in WORK; the small records of each arm (its
+config, the run's log and settings, every compare result) are copied to the study's
+``results`` folder, from which ``table`` regenerates the table without WORK.
+Shared data is found in ``$CXRSSL_SHARED_DATA`` (default ../shared/data beside the
+repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CXRSSL_SHARED_DATA", REPOSITORY.parent / "shared" / "data"))
+RECORDS = ("config.json", "log.csv", "status.json")
+COMPARE_RECORDS = ("compare.json", "compare.csv", "compare_folds.csv", "compare.md")
+
+
+def cxrssl(*args: str) -> None:
+    command = [sys.executable, "-m", "cxrssl", *args]
+    print("$ cxrssl " + " ".join(args), flush=True)
+    subprocess.run(command, check=True)
+
+
+def load_study(path: Path) -> dict:
+    study = yaml.safe_load(path.read_text())
+    names = [arm["name"] for arm in study["arms"]]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"{path}: arm names must be unique")
+    study["results"] = REPOSITORY / study["results"]
+    return study
+
+
+def task_manifest(task: dict, work: Path) -> Path:
+    """A task's labelled manifest: from the shared data, or phantoms made once in WORK."""
+    if "phantom" in task:
+        folder = work / "tasks" / task["name"]
+        if not (folder / "labels.csv").is_file():
+            spec = task["phantom"]
+            cxrssl("phantom", str(folder), "--n", str(spec["n"]), "--size", str(spec["size"]), "--seed", str(spec["seed"]))
+        return folder / "labels.csv"
+    manifest = DATA / task["manifest"]
+    if not manifest.is_file():
+        raise SystemExit(f"{manifest}: missing; set CXRSSL_SHARED_DATA to the shared data folder")
+    return manifest
+
+
+def arm_config(study: dict, arm: dict) -> dict:
+    """The arm's full pretraining settings: the study's base, then the arm's changes."""
+    config = {**study["base"], **{k: v for k, v in arm.items() if k not in ("name", "about")}}
+    if "augment" in arm:
+        config["augment"] = {**study["base"].get("augment", {}), **arm["augment"]}
+    return config
+
+
+def run_arm(study: dict, arm: dict, work: Path) -> None:
+    name, config = arm["name"], arm_config(study, arm)
+    size, epochs = config["image_size"], config["epochs"]
+    folder, results = work / "arms" / name, study["results"] / name
+    folder.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
+    config_file = folder / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=True))
+    shutil.copyfile(config_file, results / "config.yaml")
+
+    cache = work / f"pool{size}.cache"
+    if not (cache / "cache.json").is_file():
+        cxrssl("cache", str(DATA / study["pool"]), "-o", str(cache), "--size", str(size), "--quiet")
+    run = folder / "run"
+    if not (run / "status.json").is_file() or json.loads((run / "status.json").read_text())["state"] != "complete":
+        resume = ["--resume"] if (run / "state" / "last.json").is_file() else []
+        cxrssl("pretrain", "--data", str(cache), "--out", str(run), "--config", str(config_file), "--quiet", *resume)
+    for record in RECORDS:
+        shutil.copyfile(run / record, results / f"run_{record}")
+
+    checkpoints = [f"{name} e{epoch}={run / 'checkpoints' / f'epoch_{epoch:04d}.json'}" for epoch in study_epochs(study, epochs)]
+    for task in study["tasks"]:
+        if size > task.get("max_size", math.inf):
+            continue
+        output = folder / f"compare_{task['name']}"
+        if not (output / "compare.json").is_file():
+            flags = [f"--checkpoint={c}" for c in checkpoints]
+            cxrssl("compare", *flags, "--init", "random", "--task", str(task_manifest(task, work)), "--labels", study["labels"],
+                   "--folds", str(study["folds"]), "--repeats", str(study["repeats"]), "-o", str(output), "--overwrite", "--quiet")  # fmt: skip
+        for record in COMPARE_RECORDS:
+            shutil.copyfile(output / record, results / f"{task['name']}_{record}")
+
+
+def study_epochs(study: dict, epochs: int) -> list[int]:
+    """The checkpoints compared: the last epoch, and the middle one the config keeps."""
+    return sorted({epochs, *(epoch for epoch in study.get("compare_epochs", []) if epoch < epochs)}, reverse=True)
+
+
+# --- the table ---------------------------------------------------------------------
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _delta(difference: dict) -> str:
+    mark = " ✓" if difference["low"] > 0 else (" ✗" if difference["high"] < 0 else "")
+    return f"{100 * difference['value']:+.1f} [{100 * difference['low']:+.1f}, {100 * difference['high']:+.1f}]{mark}"
+
+
+def _wall_minutes(log_csv: Path) -> float:
+    import csv
+
+    with log_csv.open() as handle:
+        return sum(float(row["wall_s"]) for row in csv.DictReader(handle)) / 60
+
+
+def table(study: dict) -> str:
+    lines = [
+        "Paired AUC difference, pretrained minus random initialisation, in AUC points with its 95 % interval "
+        "(corrected resampled t-test over 5 × 5 patient-grouped folds); ✓ interval above 0, ✗ below 0. "
+        "The pretrained AUC is in parentheses. Only the last epoch of each run is shown.",
+        "",
+    ]
+    budgets = study["labels"].split(",")
+    for task in study["tasks"]:
+        lines += [f"**{task['name']}**", "", "| arm | what changes | pretraining (min) | " + " | ".join(f"{b}/class" for b in budgets) + " |",
+                  "|---|---|---|" + "---|" * len(budgets)]  # fmt: skip
+        for arm in study["arms"]:
+            found = study["results"] / arm["name"] / f"{task['name']}_compare.json"
+            if not found.is_file():
+                continue
+            payload = json.loads(found.read_text())
+            epochs = arm_config(study, arm)["epochs"]
+            cells = {}
+            for row in payload["tasks"][0]["rows"]:
+                if row["backbone"] == f"{arm['name']} e{epochs}" and row["difference"]:
+                    cells[row["budget"]] = f"{_delta(row['difference']['auc'])} ({_pct(row['metrics']['auc']['value'])})"
+            random = {row["budget"]: _pct(row["metrics"]["auc"]["value"]) for row in payload["tasks"][0]["rows"] if not row["difference"]}
+            wall = _wall_minutes(study["results"] / arm["name"] / "run_log.csv")
+            lines.append(f"| {arm['name']} | {arm.get('about', '')} | {wall:.0f} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |")
+        lines += [f"| random init AUC | | | " + " | ".join(random.get(b, "–") for b in budgets) + " |", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("study", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("recipe-study"), help="checkpoints and caches (not committed)")
+    parser.add_argument("--arm", action="append", help="run only these arms (default: all, in order)")
+    args = parser.parse_args()
+    study = load_study(args.study)
+    if args.action == "table":
+        print(table(study))
+        return
+    for arm in study["arms"]:
+        if args.arm and arm["name"] not in args.arm:
+            continue
+        started = time.time()
+        print(f"=== arm {arm['name']}: {arm.get('about', '')}", flush=True)
+        run_arm(study, arm, args.work)
+        print(f"=== arm {arm['name']} done in {(time.time() - started) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""SimCLR (Chen et al. 2020), the method of Gazda et al. 2021: backbone + head + NT-Xent.
+
+Both views of a batch go through the backbone together, as one batch of 2B, so
+BatchNorm normalises over all views just as in SimCLR's reference implementation.
+Negatives are the other 2B - 2 views of the batch: SimCLR wants large batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cxrssl.ssl.losses import nt_xent_loss
+from cxrssl.ssl.methods.base import Method
+
+
+class SimCLR(Method):
+    name = "simclr"
+    settings = {"temperature": 0.5}  # the paper's tau
+
+    def __init__(self, arch: str = "wide_resnet50_2", hidden_features: int = 2048, out_features: int = 128,
+                 temperature: float = 0.5, gather_distributed: bool = False):  # fmt: skip
+        super().__init__(arch, hidden_features, out_features, gather_distributed)
+        self.temperature = temperature
+
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+        projections = self.head(self.backbone(torch.cat([view1, view2], dim=0)))
+        z1, z2 = projections.chunk(2, dim=0)
+        return nt_xent_loss(z1, z2, self.temperature, gather_distributed=self.gather_distributed)
