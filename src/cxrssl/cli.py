@@ -321,6 +321,8 @@ def cmd_sweep(args) -> None:
     sweep = sweep_run(args.run, args.task, args.output, _probe_settings(args), progress=not args.quiet)
     best = max(sweep.rows, key=lambda row: row["metrics"]["auc"])
     print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {sweep.folder}/sweep.csv, sweep.json, sweep.png")
+    for name, found in sweep.monitors.items():
+        print(f"  {name}: Spearman rho {found['spearman_with_auc']:+.2f} with the probe AUC over {found['checkpoints']} checkpoints")
 
 
 def _named_backbones(args) -> list:

@@ -51,6 +51,7 @@ class PretrainConfig:
     amp: bool = True  # bf16 autocast where the device has native bf16 (see hardware.py)
     channels_last: bool = True  # NHWC tensors: faster convolutions on GPUs and on CPUs (oneDNN)
     compile: bool = False
+    monitor_images: int = 512  # sample for the label-free monitors in log.csv (cxrssl.ssl.monitors); 0: none
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
@@ -74,6 +75,8 @@ class PretrainConfig:
             raise ConfigError(f"warmup_epochs must be at least 0 and below epochs ({self.epochs}), got {self.warmup_epochs}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.monitor_images < 0:
+            raise ConfigError(f"monitor_images must be 0 (no monitors) or more, got {self.monitor_images}")
         if any(epoch < 1 for epoch in self.keep_epochs):
             raise ConfigError(f"keep_epochs must list epochs from 1 on, got {list(self.keep_epochs)}")
 
@@ -134,7 +137,7 @@ class PretrainConfig:
 FIELD_TYPES = {"method": str, "init": str, "arch": str, "lr_schedule": str, "device": str, "image_size": int, "batch_size": int,
                "epochs": int, "hidden_features": int, "out_features": int, "seed": int, "queue_size": int, "lr": float,
                "warmup_epochs": float, "weight_decay": float, "temperature": float, "momentum": float, "fraction": float,
-               "amp": bool, "channels_last": bool, "compile": bool}  # fmt: skip
+               "amp": bool, "channels_last": bool, "compile": bool, "monitor_images": int}  # fmt: skip
 
 
 def _typed(name: str, value, kind):

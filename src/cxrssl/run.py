@@ -15,7 +15,8 @@ from cxrssl import __version__
 from cxrssl.errors import CxrsslError
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 
-LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s")
+# rankme, alignment, uniformity: the label-free monitors of cxrssl.ssl.monitors (empty in older runs).
+LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s", "rankme", "alignment", "uniformity")
 
 
 class RunFolder:
@@ -57,7 +58,7 @@ class RunFolder:
 
     def write_log(self, rows: list[dict]) -> None:
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n", restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(self.log, buffer.getvalue())

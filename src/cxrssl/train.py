@@ -41,13 +41,14 @@ from cxrssl.run import RunFolder
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import Method, build_method
+from cxrssl.ssl.monitors import measure, monitor_rows
 from cxrssl.weights import load_init
 
 # Settings that may differ when a run is resumed: extending it (with a new keep-list,
 # e.g. 10,25,50,100), or lowering the learning rate after a divergence. Anything
 # else would make a different run.
 # With lr_schedule cosine, a new number of epochs reshapes the rest of the curve.
-RESUMABLE_CHANGES = {"epochs", "keep_epochs", "lr", "device", "compile"}
+RESUMABLE_CHANGES = {"epochs", "keep_epochs", "lr", "device", "compile", "monitor_images"}
 
 
 @dataclass
@@ -203,6 +204,8 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     last_epoch = config.epochs if stop_after_epoch is None else min(config.epochs, stop_after_epoch)
 
     bare = _bare(model)
+    monitored = monitor_rows(len(images), config.seed)[: config.monitor_images]
+    monitor_pixels = images.batch(monitored) if len(monitored) and context.is_main else None
     for epoch in range(start_epoch + 1, last_epoch + 1):
         model.train()
         sampler.set_epoch(epoch)
@@ -235,6 +238,9 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
                 "wall_s": f"{wall:.2f}",
             }
         )
+        if monitor_pixels is not None:
+            measured = measure(bare, monitor_pixels, augment, config.seed, device)
+            log_rows[-1].update({name: f"{value:.6g}" for name, value in measured.items()})
         if context.is_main:
             saved = _save_epoch(run, _bare(model), optimizer, config, epoch, epoch_loss)
             checkpoints.extend(saved)

@@ -34,3 +34,16 @@ def test_sweep_probes_every_checkpoint_and_the_random_start(tmp_path, phantom_ma
 def test_a_folder_without_checkpoints_is_refused(tmp_path, phantom_manifest):
     with pytest.raises(CxrsslError, match="no checkpoints/epoch_"):
         sweep_run(tmp_path, phantom_manifest, progress=False)
+
+
+def test_monitor_correlations_rank_each_monitor_against_the_probe_auc():
+    from cxrssl.eval.sweep import monitor_correlations
+
+    rows = [{"epoch": epoch, "metrics": {"auc": auc}} for epoch, auc in [(0, 0.5), (1, 0.6), (2, 0.7), (3, 0.65), (4, 0.8)]]
+    log = [{"epoch": str(e), "rankme": str(r), "alignment": str(a), "uniformity": ""} for e, r, a in
+           [(1, 10, 0.9), (2, 20, 0.8), (3, 15, 0.7), (4, 30, 0.6)]]  # fmt: skip
+    found = monitor_correlations(rows, log)
+    # The random start (epoch 0) has no log row; rankme orders the four checkpoints exactly as the AUC does.
+    assert found["rankme"] == {"spearman_with_auc": 1.0, "checkpoints": 4}
+    assert found["alignment"]["spearman_with_auc"] == pytest.approx(-0.8)  # AUC ranks 1,3,2,4 against 4,3,2,1
+    assert "uniformity" not in found  # never logged: no correlation claimed

@@ -93,7 +93,7 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, set
             table3,
             '<p class="meta">Percent, 95 % bootstrap intervals over test patients.</p>',
             "<h3>Downstream probe per checkpoint</h3>",
-            _figure(sweep.folder / "sweep.png", "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (right)"),
+            _figure(sweep.folder / "sweep.png", "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (middle); label-free monitors per epoch, when the run logged them (right)"),
             per_epoch,
             "<h3>t-SNE of frozen features</h3>",
             _figure(tsne, "t-SNE per checkpoint, coloured by class (all labelled images)"),
@@ -167,7 +167,7 @@ def build_report(
                 "<h2>Pretraining</h2>",
                 _table(["setting", "value"], settings, "config"),
                 _table(["data", "value"], data, "config"),
-                _figure(loss, "Pretext loss (NT-Xent) per epoch"),
+                _figure(loss, "Pretext loss per epoch"),
                 *sections,
                 "</body></html>",
             ]

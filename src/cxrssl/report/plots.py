@@ -11,13 +11,13 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def plot_loss_curve(epochs: list[int], losses: list[float], out_path: str | Path, title: str = "Pretext loss (NT-Xent)") -> Path:
+def plot_loss_curve(epochs: list[int], losses: list[float], out_path: str | Path, title: str = "Pretext loss") -> Path:
     """Pretext loss per epoch: the left half of the paper's Fig. 2."""
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
     axes.plot(epochs, losses, marker="o")
     axes.set_xlabel("epoch")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylabel("NT-Xent loss")
+    axes.set_ylabel("pretext loss")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     figure.tight_layout()
@@ -26,11 +26,25 @@ def plot_loss_curve(epochs: list[int], losses: list[float], out_path: str | Path
     return Path(out_path)
 
 
-def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], out_path: str | Path, title: str = "") -> Path:
-    """The paper's Fig. 2: pretext loss per epoch, and downstream ACC / AUC (95 % CI) per checkpoint."""
-    figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], out_path: str | Path, title: str = "",
+               monitors: dict[str, list[float]] | None = None) -> Path:  # fmt: skip
+    """The paper's Fig. 2: pretext loss per epoch, and downstream ACC / AUC (95 % CI) per checkpoint;
+    with ``monitors`` (values per epoch of the log), a third panel of the label-free monitors."""
+    panels = 3 if monitors else 2
+    figure, axes_row = plt.subplots(1, panels, figsize=(5.5 * panels, 4), dpi=120)
+    loss_axes, metric_axes = axes_row[0], axes_row[1]
     loss_axes.plot(loss_epochs, losses, marker=".", color="tab:gray")
-    loss_axes.set(xlabel="epoch", ylabel="NT-Xent loss", title="pretext loss")
+    loss_axes.set(xlabel="epoch", ylabel="pretext loss", title="pretext loss")
+    if monitors:
+        monitor_axes = axes_row[2]
+        other = monitor_axes.twinx()
+        for (name, values), colour in zip(monitors.items(), ("tab:green", "tab:purple", "tab:brown")):
+            target = monitor_axes if name == "rankme" else other
+            target.plot(loss_epochs, values, marker=".", color=colour, label=name)
+        monitor_axes.set(xlabel="epoch", ylabel="RankMe (effective rank)", title="label-free monitors")
+        other.set_ylabel("alignment, uniformity")
+        handles = [h for axes in (monitor_axes, other) for h in axes.get_legend_handles_labels()[0]]
+        monitor_axes.legend(handles, [h.get_label() for h in handles], fontsize=8)
     epochs = [row["epoch"] for row in rows]
     for metric, colour in (("accuracy", "tab:blue"), ("auc", "tab:orange")):
         values = [100 * row["metrics"][metric] for row in rows]
@@ -41,7 +55,7 @@ def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], ou
         metric_axes.errorbar(epochs, values, yerr=[low, high], marker="o", capsize=3, color=colour, label=metric.upper().replace("ACCURACY", "ACC"))
     metric_axes.set(xlabel="checkpoint epoch (0 = random init)", ylabel="percent", title="downstream probe, 95 % CI")
     metric_axes.legend()
-    for axes in (loss_axes, metric_axes):
+    for axes in axes_row:
         axes.grid(alpha=0.3)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
