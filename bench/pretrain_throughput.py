@@ -9,16 +9,22 @@ Prints images/s of
      training loop's own images/s, as logged);
 the ratios of (4) and (5) to (1); and the step's FLOPs (torch.utils.flop_counter),
 its achieved GFLOP/s and that as a share of this machine's measured matmul peak in
-the step's precision (bfloat16 where the CPU has it natively, else float32).
-Defaults: resnet18, 128 px, batch 64, CPU, the cpu preset's precision settings.
+the step's precision. The step alone is timed in float32 and, where the CPU has
+native bf16, in bfloat16 autocast too (the default there); (4) and (5) run in the
+default precision. ``--method`` picks the pretraining method (MoCo and BYOL do one
+more forward pass per step for their target networks; ``all`` times each step).
+Defaults: simclr, resnet18, 128 px, batch 64, CPU, the cpu preset's settings.
+The CPU model and its flags are printed first.
 
     python bench/pretrain_throughput.py                    # real films from ../shared/data/pool if present
-    python bench/pretrain_throughput.py --images 256 --steps 4
+    python bench/pretrain_throughput.py --images 256 --steps 4 --method all
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/pretrain_throughput.py   # as on an AVX2-only CPU
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -27,7 +33,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxrssl.config import load_pretrain_config
+from cxrssl.config import load_pretrain_config, with_overrides
 from cxrssl.data.cache import build_cache
 from cxrssl.data.io import load_square_images
 from cxrssl.data.manifest import read_manifest
@@ -63,6 +69,19 @@ def matmul_peak_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) 
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
+def time_step(config, view1, view2, steps: int) -> tuple[float, float]:
+    """Seconds per training step and FLOPs of one step, for this config's method and precision."""
+    step = engine_step(config, view1, view2)  # as the training loop runs it
+    step()  # warm-up
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - started) / steps
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return seconds, counter.get_total_flops()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
@@ -70,8 +89,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6, help="timed training steps (after one warm-up)")
     parser.add_argument("--images", type=int, default=512, help="images for decoding and the end-to-end epoch")
+    parser.add_argument("--method", choices=("simclr", "moco", "byol", "all"), default="simclr")
     args = parser.parse_args()
-    config = replace(load_pretrain_config("cpu"), arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, epochs=1)
+    methods = ("simclr", "moco", "byol") if args.method == "all" else (args.method,)
+    base = with_overrides(load_pretrain_config("cpu"), {"method": methods[0], "queue_size": min(4096, args.images // 2) if methods[0] == "moco" else None})
+    config = replace(base, arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, epochs=1, monitor_images=0)
+    from cxrssl.hardware import cpu_description
+
+    print(cpu_description(), "; ONEDNN_MAX_CPU_ISA", os.environ.get("ONEDNN_MAX_CPU_ISA", "unset"), "; ATEN_CPU_CAPABILITY", os.environ.get("ATEN_CPU_CAPABILITY", "unset"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.arch}, {args.image_size} px, batch {args.batch_size}")
 
     with tempfile.TemporaryDirectory() as workdir:
@@ -92,17 +117,16 @@ def main() -> None:
         augment_s = (time.perf_counter() - started) / args.steps
 
         use_bf16 = uses_bf16(config)
-        step = engine_step(config, augment(pixels, generator), augment(pixels, generator))  # as the training loop runs it
-
-        step()  # warm-up
-        started = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        step_s = (time.perf_counter() - started) / args.steps
-        with FlopCounterMode(display=False) as counter:
-            step()
-        step_flops = counter.get_total_flops()
-        peak = matmul_peak_gflops(torch.bfloat16 if use_bf16 else torch.float32)
+        view1, view2 = augment(pixels, generator), augment(pixels, generator)
+        steps = {}  # (method, precision) -> (seconds, FLOPs)
+        for method in methods:
+            chosen = with_overrides(config, {"method": method, "queue_size": min(4096, args.images // 2) if method == "moco" else None})
+            for precision in ("bfloat16", "float32") if use_bf16 else ("float32",):
+                steps[method, precision] = time_step(replace(chosen, amp=precision == "bfloat16"), view1, view2, args.steps)
+        peaks = {precision: matmul_peak_gflops(getattr(torch, precision)) for precision in {p for _, p in steps}}
+        default_precision = "bfloat16" if use_bf16 else "float32"
+        step_s, step_flops = steps[methods[0], default_precision]
+        peak = peaks[default_precision]
 
         started = time.perf_counter()
         result = pretrain(manifest, workdir / "run", config, progress=False)
@@ -115,10 +139,13 @@ def main() -> None:
     compute = args.batch_size / step_s
     end_to_end = trained / end_to_end_s
     print(f"data: {len(manifest)} {source}")
-    print(f"training step alone      {_rate(args.batch_size, step_s)}   ({step_s * 1000:.0f} ms per batch)")
+    for (method, precision), (seconds, flops) in steps.items():
+        achieved = flops / seconds / 1e9
+        print(f"training step alone      {_rate(args.batch_size, seconds)}   ({seconds * 1000:.0f} ms per batch; {method}, {precision}: "
+              f"{achieved:.1f} GFLOP/s, {100 * achieved / peaks[precision]:.0f} % of the {precision} matmul peak)")  # fmt: skip
     print(f"augmentation alone       {_rate(2 * args.batch_size, 2 * augment_s)}   (two views: {augment_s * 1000:.0f} ms per batch)")
     print(f"decoding alone           {_rate(len(manifest), decode_s)}")
-    print(f"end to end, files        {_rate(trained, end_to_end_s)}   ({trained} images trained, decoding and set-up included)")
+    print(f"end to end, files        {_rate(trained, end_to_end_s)}   ({trained} images trained, decoding and set-up included; {methods[0]}, {default_precision})")
     print(f"end to end, cache        {from_cache:8.1f} img/s   (the epoch's training loop, reading the cache)")
     print(f"ratio files / step alone {end_to_end / compute:8.2f}")
     print(f"ratio cache / step alone {from_cache / compute:8.2f}")
