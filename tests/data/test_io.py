@@ -118,3 +118,81 @@ def test_a_batch_with_corrupt_files_lists_them_and_keeps_the_rest(tmp_path):
     assert loaded.pixels.shape == (63, 32, 32) and loaded.kept == [i for i in range(70) if i % 10 != 3]
     for row, index in enumerate(loaded.kept):  # rows packed in order, each from its own file
         assert np.array_equal(loaded.pixels[row], square_resize(np.full((40, 60), 3 * index, np.uint8), 32))
+
+
+def test_declared_size_above_the_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    from tests.dicom import write_dicom
+
+    from cxrssl.data.io import UnreadableImage, load_grayscale
+
+    monkeypatch.setenv("CXRSSL_MAX_PIXELS", "1000")
+    png16 = tmp_path / "wide16.png"
+    Image.fromarray(np.zeros((40, 30), np.uint16)).save(png16)
+    tiff = tmp_path / "big.tif"
+    Image.fromarray(np.zeros((40, 30), np.uint8)).save(tiff)
+    dicom = write_dicom(tmp_path / "big.dcm", np.zeros((40, 30), np.uint16))
+    for path in (png16, tiff, dicom):
+        with pytest.raises(UnreadableImage, match=r"1,200 pixels, above the decoding limit of 1,000 \(raise it with CXRSSL_MAX_PIXELS\)"):
+            load_grayscale(path)
+    monkeypatch.setenv("CXRSSL_MAX_PIXELS", "1200")
+    assert load_grayscale(dicom).shape == (40, 30)
+
+
+def test_a_dicom_that_declares_a_huge_size_is_refused_without_allocating_it(tmp_path):
+    from tests.dicom import write_dicom
+
+    from cxrssl.data.io import UnreadableImage, load_grayscale
+
+    path = write_dicom(tmp_path / "liar.dcm", np.zeros((8, 8), np.uint16))
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+    dataset.Rows, dataset.Columns = 20000, 20000  # 13 GB as float64 had it been decoded
+    dataset.save_as(path)
+    with pytest.raises(UnreadableImage, match="400,000,000 pixels, above the decoding limit"):
+        load_grayscale(path)
+
+
+@pytest.mark.parametrize(
+    "attributes,valid,damaged",
+    [
+        ({"WindowCenter": "1234", "WindowWidth": "100"}, b"1234", b"ab.c"),
+        ({"WindowCenter": "10", "WindowWidth": "0", "VOILUTFunction": "SIGMOID"}, None, None),
+        ({"RescaleSlope": "4321", "RescaleIntercept": "0"}, b"4321", b"x.yz"),
+    ],
+    ids=["window-text", "sigmoid-width-0", "slope-text"],
+)
+def test_damaged_display_attributes_make_one_file_unreadable_not_the_command(tmp_path, attributes, valid, damaged):
+    from cxrssl.data.io import UnreadableImage, decode_square, load_grayscale
+
+    path = write_dicom(tmp_path / "damaged.dcm", np.arange(64, dtype=np.uint16).reshape(8, 8), **attributes)
+    if valid:  # pydicom refuses to write a damaged value, so damage the bytes on disk
+        path.write_bytes(path.read_bytes().replace(valid, damaged, 1))
+    try:
+        pixels = load_grayscale(path)
+    except UnreadableImage as error:
+        assert "damaged" in str(error) or "cannot parse" in str(error), error
+        pixels = None
+    if pixels is not None:  # a damage pydicom reads as some valid value must still give an image
+        assert pixels.dtype == np.uint8 and pixels.shape == (8, 8)
+    else:
+        assert valid is not None  # the undamaged-but-odd sigmoid window (width 0) must decode
+    result, reason = decode_square((str(path), 4))  # the worker function never raises
+    assert (result is None) == bool(reason)
+
+
+def test_plugin_advice_only_for_compressed_pixel_data(tmp_path):
+    from tests.dicom import write_dicom
+
+    from cxrssl.data.io import UnreadableImage, load_grayscale
+
+    path = write_dicom(tmp_path / "short.dcm", np.zeros((8, 8), np.uint16))
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+    dataset.PixelData = dataset.PixelData[:10]  # truncated, uncompressed
+    dataset.save_as(path)
+    with pytest.raises(UnreadableImage, match="cannot decode DICOM pixel data") as caught:
+        load_grayscale(path)
+    assert "pylibjpeg" not in str(caught.value)
+

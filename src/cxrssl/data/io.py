@@ -18,6 +18,13 @@ white (bone, metal).
 
 Files are recognised by content where it matters: a DICOM file without the
 ``.dcm`` extension (common in PACS exports) is still read as DICOM.
+
+Memory is bounded before any pixel is decoded: an image whose header declares more
+than ``max_decode_pixels()`` pixels (rows x columns x frames x samples; default 50
+million, about 7,000 x 7,000, set by ``$CXRSSL_MAX_PIXELS``) is listed as unreadable
+with the limit in the reason, for every format (DICOM, 8- and 16-bit PNG, TIFF, JPEG).
+A damaged DICOM attribute (window, VOI LUT, modality LUT, photometric interpretation)
+makes that one file unreadable, never the whole command.
 """
 
 from __future__ import annotations
@@ -48,6 +55,24 @@ class UnreadableImage(Exception):
     """An image file that cannot be decoded; the message gives the reason."""
 
 
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def max_decode_pixels() -> int:
+    """The declared-size limit (pixels) above which an image is not decoded."""
+    text = os.environ.get("CXRSSL_MAX_PIXELS", "")
+    try:
+        return int(text) if text else DEFAULT_MAX_PIXELS
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def _check_declared_size(pixels: int, described: str) -> None:
+    limit = max_decode_pixels()
+    if pixels > limit:
+        raise UnreadableImage(f"declares {described} = {pixels:,} pixels, above the decoding limit of {limit:,} (raise it with CXRSSL_MAX_PIXELS)")
+
+
 def is_dicom(path: Path) -> bool:
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
@@ -69,6 +94,8 @@ def load_grayscale(path: str | os.PathLike) -> np.ndarray:
         return _decode_dicom(path)
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            _check_declared_size(width * height * max(1, len(image.getbands())), f"{width} x {height} x {len(image.getbands())}")
             image.load()  # a truncated PNG or JPEG fails here, not later
             return _to_uint8_gray(ImageOps.exif_transpose(image))
     except Image.DecompressionBombError as error:
@@ -99,7 +126,6 @@ def _to_uint8_gray(image: Image.Image) -> np.ndarray:
 def _decode_dicom(path: Path) -> np.ndarray:
     try:  # optional at import time: only DICOM users need it
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError as error:
         raise UnreadableImage("is DICOM, which needs pydicom: pip install pydicom") from error
     try:
@@ -109,12 +135,33 @@ def _decode_dicom(path: Path) -> np.ndarray:
     if "PixelData" not in dataset:
         raise UnreadableImage("DICOM object without pixel data (a report or structured document?)")
     try:
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+        frames, samples = int(dataset.get("NumberOfFrames", 1) or 1), int(dataset.get("SamplesPerPixel", 1) or 1)
+    except Exception as error:
+        raise UnreadableImage(f"DICOM image size attributes are damaged ({type(error).__name__}: {error})") from error
+    _check_declared_size(rows * columns * frames * samples, f"{rows} x {columns} x {frames} frame(s) x {samples} sample(s)")
+    try:
         stored = dataset.pixel_array
     except Exception as error:
-        raise UnreadableImage(
-            f"cannot decode DICOM pixel data ({error}); compressed transfer syntaxes need "
-            f"pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
-        ) from error
+        raise UnreadableImage(f"cannot decode DICOM pixel data ({type(error).__name__}: {error}){_plugin_advice(dataset)}") from error
+    try:
+        return _dicom_to_uint8(dataset, stored)
+    except Exception as error:  # damaged LUT, window or photometric attributes
+        raise UnreadableImage(f"DICOM display attributes are damaged (window / VOI LUT / modality LUT; {type(error).__name__}: {error})") from error
+
+
+def _plugin_advice(dataset) -> str:
+    """The pip command for the decoders of a compressed transfer syntax; nothing for uncompressed data."""
+    try:
+        compressed = bool(dataset.file_meta.TransferSyntaxUID.is_compressed)
+    except Exception:
+        compressed = False
+    return "; compressed transfer syntaxes need pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg" if compressed else ""
+
+
+def _dicom_to_uint8(dataset, stored: np.ndarray) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if int(dataset.get("SamplesPerPixel", 1)) > 1:  # colour secondary captures
         frame = stored[0] if stored.ndim == 4 else stored
