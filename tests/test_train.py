@@ -163,3 +163,99 @@ def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path, phantom
     compiled_weights, _ = load_tensors(compiled.checkpoints[-1])
     assert compiled_weights.keys() == eager_weights.keys()  # no torch.compile prefix leaks into checkpoints
     load_backbone(compiled.checkpoints[-1])
+
+
+KILLER = """
+import os, sys
+from cxrssl.config import load_pretrain_config
+from cxrssl.train import pretrain
+
+limit, after = int(sys.argv[3]), sys.argv[4] == "after"
+calls, real = [0], os.replace
+
+
+def replace(source, target):  # every committed write of a run ends in os.replace
+    calls[0] += 1
+    if calls[0] == limit and not after:
+        os._exit(9)  # killed just before this write is committed
+    real(source, target)
+    if calls[0] == limit:
+        os._exit(9)  # killed just after it
+
+
+os.replace = replace
+config = load_pretrain_config("demo", {"image_size": 32, "batch_size": 16, "epochs": 3, "hidden_features": 32, "out_features": 16,
+                                       "keep_epochs": [], "monitor_images": 16})
+pretrain(sys.argv[1], sys.argv[2], config, progress=False, resume=os.path.isdir(sys.argv[2]))
+"""
+
+
+def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_result(tmp_path, phantom_manifest):
+    import random
+    import subprocess
+    import sys
+
+    config = tiny_config(keep_epochs=(), monitor_images=16)
+    whole = pretrain(phantom_manifest, tmp_path / "whole", config, progress=False)
+    expected_log = RunFolder(tmp_path / "whole").read_log()
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    # About 8 committed writes per epoch (checkpoint, state, log, status) plus the run's start:
+    # a seeded sample of points, each killed just before or just after the write.
+    points = sorted(random.Random(7).sample(range(1, 30), 6))
+    for number, point in enumerate(points):
+        when = "before" if number % 2 else "after"
+        folder = tmp_path / f"killed_{point}_{when}"
+        killed = subprocess.run([sys.executable, str(script), str(phantom_manifest), str(folder), str(point), when], capture_output=True, text=True, timeout=300)
+        assert killed.returncode in (9, 0), killed.stderr[-2000:]
+        resumed = pretrain(phantom_manifest, folder, config, resume=True, progress=False)
+        assert resumed.losses == whole.losses, (point, when)
+        run = RunFolder(folder)
+        assert run.read_log() == [{**row, "images_per_s": got["images_per_s"], "wall_s": got["wall_s"]} for row, got in zip(expected_log, run.read_log())]
+        assert json.loads(run.status.read_text())["state"] == "complete"
+        final, _ = load_tensors(run.checkpoint(3))
+        reference, _ = load_tensors(tmp_path / "whole" / "checkpoints" / "epoch_0003.json")
+        for key, value in reference.items():
+            torch.testing.assert_close(final[key], value, rtol=0, atol=0)
+        assert not list(folder.rglob(".*.tmp")) and not run.lock.exists()
+        assert [p.name for p in (folder / "state").glob("*.safetensors")] == ["last_0003.safetensors"]
+
+
+def test_resume_refuses_other_data_and_a_second_process(tmp_path, phantom_manifest):
+    config = tiny_config(epochs=2)
+    pretrain(phantom_manifest, tmp_path / "run", config, progress=False, stop_after_epoch=1)
+    other = read_manifest(phantom_manifest).select(range(40))
+    with pytest.raises(ConfigError, match=r"is not the data this run was trained on .*resume with --data"):
+        pretrain(other, tmp_path / "run", config, resume=True, progress=False)
+    run = RunFolder(tmp_path / "run")
+    with run.locked():  # as if another process were training it
+        with pytest.raises(CxrsslError, match="is being trained by process"):
+            pretrain(phantom_manifest, tmp_path / "run", config, resume=True, progress=False)
+    assert pretrain(phantom_manifest, tmp_path / "run", config, resume=True, progress=False).losses[-1] > 0
+
+
+def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path, phantom_manifest):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "unreadable.csv").write_text("my notes")
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(CxrsslError, match="is not empty and is not a cxrssl run folder"):
+        pretrain(phantom_manifest, folder, tiny_config(epochs=1), progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "unreadable.csv"]
+    assert (folder / "unreadable.csv").read_text() == "my notes" and (folder / "config.json").read_text() == "{}"
+
+
+def test_a_run_killed_before_its_first_state_starts_again_and_a_failure_is_recorded(tmp_path, phantom_manifest, monkeypatch):
+    import cxrssl.train as train
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train, "_save_epoch", broken)
+    with pytest.raises(OSError):
+        pretrain(phantom_manifest, tmp_path / "run", tiny_config(epochs=1), progress=False)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and "No space left" in status["reason"]
+    monkeypatch.undo()
+    # Nothing was saved: a plain start and --resume both begin again at epoch 1, nothing to delete.
+    assert len(pretrain(phantom_manifest, tmp_path / "run", tiny_config(epochs=1), progress=False).losses) == 1

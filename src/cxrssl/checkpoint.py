@@ -57,10 +57,10 @@ def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
 
 
-def save_weights(json_path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
-    """Write ``<stem>.safetensors`` then ``<stem>.json``, both atomically."""
+def save_weights(json_path: Path, tensors: dict[str, torch.Tensor], metadata: dict, weights_name: str | None = None) -> Path:
+    """Write ``<stem>.safetensors`` (or ``weights_name`` beside it) then ``<stem>.json``, both atomically."""
     json_path = Path(json_path)
-    weights_path = json_path.with_suffix(".safetensors")
+    weights_path = json_path.parent / weights_name if weights_name else json_path.with_suffix(".safetensors")
     header = {"epoch": str(metadata["epoch"]), "format": FORMAT}
     atomic_write(weights_path, lambda tmp: save_file(_contiguous(tensors), str(tmp), metadata=header))
     atomic_write_json(json_path, {**metadata, "weights": weights_path.name})
@@ -77,8 +77,15 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
         metadata = json.loads(json_path.read_text())
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{json_path}: checkpoint metadata is not valid JSON ({error}); the file is damaged") from error
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{json_path}: not a cxrssl checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+        raise CheckpointError(f"{json_path}: not a cxrssl checkpoint (format {found!r}, expected {FORMAT!r})")
+    missing = [key for key in ("weights", "epoch", "arch", "image_size") if key not in metadata]
+    if missing:
+        raise CheckpointError(f"{json_path}: checkpoint metadata lacks {', '.join(missing)}; the file is damaged, use another checkpoint")
+    name = metadata["weights"]
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors") or name.startswith("."):
+        raise CheckpointError(f"{json_path}: names weights {name!r} outside its own folder; a checkpoint's weights must sit beside its .json")
     from cxrssl.ssl.methods import METHODS
 
     method = metadata.get("method", "simclr")  # checkpoints before methods were plug-ins are SimCLR's
@@ -87,8 +94,11 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
     weights_path = json_path.parent / metadata["weights"]
     if not weights_path.is_file():
         raise CheckpointError(f"{json_path}: its weights file {weights_path.name} is missing; the checkpoint is incomplete")
-    with safe_open(str(weights_path), framework="pt") as handle:
-        stored_epoch = (handle.metadata() or {}).get("epoch")
+    try:
+        with safe_open(str(weights_path), framework="pt") as handle:
+            stored_epoch = (handle.metadata() or {}).get("epoch")
+    except Exception as error:  # truncated or foreign bytes
+        raise CheckpointError(f"{weights_path}: not readable safetensors ({type(error).__name__}: {error}); the file is damaged, use another checkpoint") from None
     if stored_epoch != str(metadata["epoch"]):
         raise CheckpointError(
             f"{json_path}: weights are from epoch {stored_epoch} but metadata says {metadata['epoch']}; "
@@ -99,7 +109,10 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
 
 def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     metadata, weights_path = read_metadata(path)
-    return load_file(str(weights_path)), metadata
+    try:
+        return load_file(str(weights_path)), metadata
+    except Exception as error:
+        raise CheckpointError(f"{weights_path}: cannot be read ({type(error).__name__}: {error}); the file is damaged, use another checkpoint") from None
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -109,13 +122,17 @@ def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 def load_backbone(path: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild the backbone m(.) from checkpoint files alone, in eval mode."""
     tensors, metadata = load_tensors(path)
-    return backbone_from_tensors(tensors, metadata["arch"]), metadata
+    return backbone_from_tensors(tensors, metadata["arch"], path), metadata
 
 
-def backbone_from_tensors(tensors: dict[str, torch.Tensor], arch: str) -> nn.Module:
+def backbone_from_tensors(tensors: dict[str, torch.Tensor], arch: str, source: str | Path = "checkpoint") -> nn.Module:
     """The ``backbone.*`` tensors of a checkpoint or saved model as a network, in eval mode."""
     backbone = build_backbone(arch)
-    backbone.load_state_dict(_with_prefix(tensors, "backbone."))
+    try:
+        backbone.load_state_dict(_with_prefix(tensors, "backbone."))
+    except RuntimeError as error:  # foreign or mismatched tensors
+        first = str(error).strip().splitlines()
+        raise CheckpointError(f"{source}: its backbone tensors do not fit a {arch} ({first[1].strip() if len(first) > 1 else first[0]}); the file is damaged or of another network") from None
     return backbone.eval()
 
 

@@ -23,6 +23,7 @@ from cxrssl import __version__
 from cxrssl.checkpoint import (
     checkpoint_metadata,
     load_tensors,
+    read_metadata,
     optimizer_from_tensors,
     optimizer_to_tensors,
     save_weights,
@@ -37,7 +38,7 @@ from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_devi
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.fileio import atomic_write_json
 from cxrssl.hardware import native_bf16, resolve_device
-from cxrssl.run import RunFolder
+from cxrssl.run import RunFolder, data_identity
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import Method, build_method
@@ -61,16 +62,20 @@ class PretrainResult:
 
 
 def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
-    """The epoch to start after (0 for a new run), after checking the folder."""
+    """The epoch to start after (0 for a new run), after checking the folder.
+
+    A run killed before its first epoch ended saved nothing to resume from: it starts
+    again from epoch 1, with or without --resume, and nothing has to be deleted.
+    """
     has_state = run.state.is_file()
+    if not has_state and run.saved_checkpoints():
+        raise CxrsslError(f"{run.root}: has checkpoints but no state/last.json to resume from; choose another --out for a new run")
     if not resume:
-        if has_state or run.log.is_file() or run.checkpoints.exists():
+        if has_state:
             raise CxrsslError(f"{run.root}: already holds a run; pass --resume to continue it or choose another --out")
         return 0
     if not has_state:
-        if run.root.exists() and any(run.root.iterdir()):
-            raise CxrsslError(f"{run.root}: nothing to resume (no state/last.json); start a new run in an empty folder")
-        return 0  # --resume on an empty folder simply starts the run
+        return 0  # nothing saved yet: --resume starts the run
     # Through the dataclass, so settings added since the run was made take their defaults.
     saved = PretrainConfig.from_dict(run.read_config()["pretrain"], str(run.config)).to_dict()
     current = config.to_dict()
@@ -80,7 +85,20 @@ def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
             f"{run.config}: --resume needs the run's own settings, but {', '.join(changed)} differ; "
             f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change when resuming"
         )
-    return int(json.loads(run.state.read_text())["epoch"])
+    try:
+        return int(read_metadata(run.state)[0]["epoch"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CxrsslError(f"{run.state}: damaged ({type(error).__name__}: {error}); resume from a copy of the run, or start a new --out") from None
+
+
+def _check_same_data(run: RunFolder, identity: str, data) -> None:
+    """--resume must train on the images the run started with (older runs recorded none: not checked)."""
+    saved = run.read_config().get("data", {})
+    if saved.get("identity") and saved["identity"] != identity:
+        raise ConfigError(
+            f"{data}: is not the data this run was trained on ({saved.get('source')}, {saved.get('images')} images); "
+            f"resume with --data {saved.get('source')}, or start a new run in another --out"
+        )
 
 
 def _bare(model: torch.nn.Module) -> Method:
@@ -104,8 +122,22 @@ def pretrain(
     """
     device = resolve_device(config.device)
     context = init_from_environment(device.type)
+    run = RunFolder(run_dir)
     try:
-        return _pretrain(manifest, RunFolder(run_dir), config, resume, progress, stop_after_epoch, device, context)
+        if not context.is_main:
+            return _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device, context)
+        run.claim()  # refuses a non-empty folder that is not a run, before anything is written
+        with run.locked():  # refuses a second process on the same run
+            run.remove_stale_temporaries()
+            try:
+                return _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device, context)
+            except TrainingDiverged:
+                raise  # its status says so already
+            except BaseException as error:  # the status must never stay "running" for a run that stopped
+                if run.status.is_file() and json.loads(run.status.read_text()).get("state") == "running":
+                    stopped = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+                    run.set_status(stopped, reason=f"{type(error).__name__}: {error}"[:500], resume="cxrssl pretrain ... --resume")
+                raise
     finally:
         shutdown(context)
 
@@ -118,8 +150,12 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     start_epoch = _check_resume(run, config, resume)
     seed_everything(config.seed)
     show = progress and context.is_main
+    data = manifest if isinstance(manifest, (str, Path)) else getattr(manifest, "name", "the data")
     source = open_source(manifest)
     manifest = source_rows(source)
+    identity = data_identity(manifest.files)
+    if start_epoch:
+        _check_same_data(run, identity, data)
     images = open_image_set(source, config.image_size, show, rows=patient_share(manifest.patient_keys, config.fraction, config.seed))
     subset = images.manifest
     if len(images) == 0:
@@ -146,6 +182,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             {
                 "pretrain": config.to_dict(),
                 "manifest": manifest.name,
+                "data": {"source": str(data), "identity": identity, "images": len(manifest)},
                 "images_in_manifest": len(manifest),
                 "patients_in_manifest": len(set(manifest.patient_keys)),
                 "pixels_from": images.origin,
@@ -170,8 +207,9 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     problem = model.check_images(len(images), config.batch_size)
     if problem:
         raise ConfigError(f"{manifest.name}: {problem}")
-    log_rows = run.read_log()[:start_epoch]
     tensors, state = load_tensors(run.state) if start_epoch else ({}, None)
+    # The state carries the log up to its epoch: a kill between the state's save and the log's loses no row.
+    log_rows = state["log"] if state is not None and "log" in state else run.read_log()[:start_epoch]
     if state is not None:
         model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("optimizer.")})
     else:
@@ -242,7 +280,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             measured = measure(bare, monitor_pixels, augment, config.seed, device)
             log_rows[-1].update({name: f"{value:.6g}" for name, value in measured.items()})
         if context.is_main:
-            saved = _save_epoch(run, _bare(model), optimizer, config, epoch, epoch_loss)
+            saved = _save_epoch(run, _bare(model), optimizer, config, epoch, epoch_loss, log_rows)
             checkpoints.extend(saved)
             run.write_log(log_rows)
             done = epoch == config.epochs
@@ -280,7 +318,13 @@ def _stop_if_diverged(tracker: LossTracker, epoch: int, run: RunFolder, context:
     )
 
 
-def _save_epoch(run: RunFolder, model: Method, optimizer, config: PretrainConfig, epoch: int, loss: float) -> list[Path]:
+def _save_epoch(run: RunFolder, model: Method, optimizer, config: PretrainConfig, epoch: int, loss: float, log_rows: list[dict]) -> list[Path]:
+    """Commit an epoch: its checkpoint, then the state (with the log), then (by the caller) log.csv and status.
+
+    The state's weights go to a new file named by the epoch and the state's JSON is
+    replaced after it, so a kill at any point leaves a JSON that names whole weights;
+    the weights it no longer names are removed last.
+    """
     weights = model.checkpoint_weights()
     metadata = checkpoint_metadata(
         config.arch,
@@ -298,6 +342,10 @@ def _save_epoch(run: RunFolder, model: Method, optimizer, config: PretrainConfig
     optimizer_tensors, optimizer_plain = optimizer_to_tensors(optimizer.state_dict())
     # State tensors are keyed by the method module's own names (targets and queues included), so it reloads directly.
     state_weights = {**model.state_dict(), **optimizer_tensors}
-    save_weights(run.state, state_weights, {**metadata, "optimizer": optimizer_plain})
+    weights_name = f"last_{epoch:04d}.safetensors"
+    save_weights(run.state, state_weights, {**metadata, "optimizer": optimizer_plain, "log": log_rows}, weights_name=weights_name)
+    for old in run.state.parent.glob("last*.safetensors"):
+        if old.name != weights_name:
+            old.unlink(missing_ok=True)
     return saved
 

@@ -119,7 +119,8 @@ class BackboneSpec:
         if self.checkpoint is None:
             return f"init|{self.arch}|{file_digest(init_file(self.init, self.arch))}"
         digest = hashlib.sha256()
-        with open(self.checkpoint.with_suffix(".safetensors"), "rb") as handle:
+        _, weights_path = read_metadata(self.checkpoint)  # the file that build() loads, not a name guessed from the .json's
+        with open(weights_path, "rb") as handle:
             # The safetensors header holds free-form metadata in no fixed key order, so
             # hash the tensor table (names, dtypes, shapes, offsets) sorted, then the data.
             header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
