@@ -8,6 +8,7 @@ the `amp` setting means "bf16 autocast where it is native", decided here.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,8 +25,20 @@ def cpuinfo_has_bf16(cpuinfo: str) -> bool:
     return any(flag in flags for flag in CPU_BF16_FLAGS)
 
 
+# oneDNN instruction sets without bf16: ONEDNN_MAX_CPU_ISA set to one of these makes a
+# bf16 CPU compute like an older one (how the demo's AVX2 figure is reproduced).
+ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
+def isa_limit() -> str | None:
+    """The instruction-set limit set for oneDNN (ONEDNN_MAX_CPU_ISA), if any."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() or None
+
+
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
+    if isa_limit() in ISA_WITHOUT_BF16:
+        return False
     try:
         return cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
     except OSError:
@@ -41,7 +54,9 @@ def cpu_description(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> str:
     model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "unknown")
     flags = set(next((line.split(":", 1)[-1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
     shown = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in ("avx2", "avx512f", *CPU_BF16_FLAGS))
-    return f"CPU: {model}; torch threads {torch.get_num_threads()}; {shown}"
+    limits = [f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(name)]
+    limited = f"; limited by {' '.join(limits)}" if limits else ""
+    return f"CPU: {model}; torch threads {torch.get_num_threads()}; {shown}{limited}"
 
 
 def native_bf16(device: torch.device) -> bool:
