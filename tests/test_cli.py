@@ -132,3 +132,70 @@ def test_compare_flags_are_checked_with_one_line(tmp_path, capsys):
     assert main(["compare", "--init", "random", "--init", "random", "--task", str(unlabelled), "-o", str(tmp_path / "c")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("cxrssl compare: error: ") and error.count("\n") == 1
+
+
+def test_operating_system_errors_are_one_line_with_a_fix_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import cxrssl.cli as cli
+
+    def full_disk(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))
+
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "cmd_phantom", full_disk)
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_handler(parser(), "phantom", full_disk))
+    assert cli.main(["phantom", str(tmp_path / "p")]) == 2
+    message = capsys.readouterr().err.strip()
+    assert message == f"cxrssl phantom: error: No space left on device ({tmp_path / 'out.json'}): free disk space or write somewhere else"
+    with pytest.raises(OSError):
+        cli.main(["--debug", "phantom", str(tmp_path / "p")])
+
+
+def _with_handler(parser, verb, handler):
+    parser._subparsers._group_actions[0].choices[verb].set_defaults(handler=handler)
+    return parser
+
+
+def test_a_read_only_output_location_is_refused_before_any_work(tmp_path, phantom_manifest, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    import cxrssl.eval.evaluate as evaluate
+
+    locked = tmp_path / "locked"
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):  # a read-only mount, as root cannot be kept out of a folder by chmod
+        if dir is not None and str(dir).startswith(str(locked)):
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(evaluate, "evaluate_backbone", lambda *a, **k: pytest.fail("the work started before the output was checked"))
+    code = main(["probe", "--init", "random", "--image-size", "32", "--task", str(phantom_manifest), "-o", str(locked / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"cxrssl probe: error: Read-only file system ({locked}): the file system is read-only; choose another output location\n"
+
+
+def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    manifest = tmp_path / "latin1.csv"
+    manifest.write_bytes("path,patient_id,label\nimage.png,Müller,normal\n".encode("latin-1"))
+    assert main(["check", str(manifest)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not UTF-8 text (byte 0xfc" in err and "iconv" in err
+
+
+def test_cache_refuses_a_folder_it_did_not_make_and_its_own_manifest(tmp_path, phantom_manifest, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    assert main(["cache", str(phantom_manifest), "-o", str(folder), "--size", "32", "--quiet"]) == 2
+    assert "is not empty and is not a cxrssl cache" in capsys.readouterr().err and (folder / "notes.txt").read_text() == "keep"
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(phantom_manifest.parent, copy)
+    (copy / "labels.csv").rename(copy / "manifest.csv")
+    assert main(["cache", str(copy / "manifest.csv"), "-o", str(copy), "--size", "32", "--quiet"]) == 2
+    assert "would overwrite the input" in capsys.readouterr().err

@@ -6,13 +6,14 @@ Errors the user can fix (CxrsslError) are printed as one line, without a traceba
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
 
 from cxrssl import __version__
 from cxrssl.errors import CxrsslError
-from cxrssl.fileio import refuse_overwriting_inputs
+from cxrssl.fileio import check_outputs
 
 
 def _int_list(text: str) -> list[int]:
@@ -112,9 +113,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_cache(args) -> None:
-    from cxrssl.data.cache import build_cache
+    from cxrssl.data.cache import INFO, MANIFEST, PIXELS, UNREADABLE, build_cache
     from cxrssl.data.manifest import read_manifest
 
+    check_outputs([Path(args.output) / name for name in (PIXELS, MANIFEST, INFO, UNREADABLE)], [args.manifest])
     summary = build_cache(read_manifest(args.manifest, check_files=False), args.output, args.size, args.workers, progress=not args.quiet)
     if summary.reused:
         print(f"{summary.folder}: already a complete cache of this manifest at {summary.size} px ({summary.images} images); nothing to do")
@@ -197,6 +199,7 @@ def cmd_extract(args) -> None:
     from cxrssl.eval.features import features_for
     from cxrssl.fileio import atomic_save_npz
 
+    check_outputs([Path(args.output)], [args.data, args.checkpoint])
     spec = _backbone_spec(args)
     images = open_image_set(args.data, spec.image_size, progress=not args.quiet)
     features = features_for(spec, images, progress=not args.quiet, use_cache=not args.no_cache)
@@ -219,7 +222,7 @@ def cmd_probe(args) -> None:
     from cxrssl.report.tables import paper_markdown_table
 
     output = Path(args.output)
-    refuse_overwriting_inputs([output, output.with_name(output.stem + "_predictions.csv")], [args.task, args.checkpoint])
+    check_outputs([output, output.with_name(output.stem + "_predictions.csv")], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet)
     result = evaluate_backbone(spec, task, _probe_settings(args), progress=not args.quiet)
@@ -244,7 +247,7 @@ def cmd_tsne(args) -> None:
     from cxrssl.eval.features import BackboneSpec
     from cxrssl.explain.tsne import tsne_panels
 
-    refuse_overwriting_inputs([Path(args.output), Path(args.output).with_suffix(".csv")], [args.task, *args.checkpoints])
+    check_outputs([Path(args.output), Path(args.output).with_suffix(".csv")], [args.task, *args.checkpoints])
     specs = [BackboneSpec.from_checkpoint(path) for path in args.checkpoints]
     if len({spec.image_size for spec in specs}) > 1:
         raise CxrsslError("the checkpoints were trained at different image sizes; give checkpoints of one run (or one image size)")
@@ -284,6 +287,7 @@ def cmd_report(args) -> None:
 
     from cxrssl.report.compare import is_compare, read_result
 
+    check_outputs([Path(args.output)], [*args.task, *(args.compare or [])])
     compares = [read_result(path) for path in args.compare or []]
     for path, found in zip(args.compare or [], compares):
         if not is_compare(found):
@@ -298,7 +302,7 @@ def cmd_table(args) -> None:
     from cxrssl.report.tables import compare_csv_table, compare_markdown_table, paper_csv_table, paper_markdown_table
 
     output = Path(args.output)
-    refuse_overwriting_inputs([output.with_suffix(".md"), output.with_suffix(".csv")], args.results)
+    check_outputs([output.with_suffix(".md"), output.with_suffix(".csv")], args.results)
     found = [read_result(path) for path in args.results]
     results, compares = [r for r in found if not is_compare(r)], [r for r in found if is_compare(r)]
     if results and compares:
@@ -318,6 +322,8 @@ def cmd_table(args) -> None:
 def cmd_sweep(args) -> None:
     from cxrssl.eval.sweep import sweep_run
 
+    if args.output:
+        check_outputs([Path(args.output) / name for name in ("sweep.csv", "sweep.json", "sweep.png")], [args.task])
     sweep = sweep_run(args.run, args.task, args.output, _probe_settings(args), progress=not args.quiet)
     best = max(sweep.rows, key=lambda row: row["metrics"]["auc"])
     print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {sweep.folder}/sweep.csv, sweep.json, sweep.png")
@@ -354,7 +360,7 @@ def cmd_compare(args) -> None:
     finetune = _finetune_settings(args) if args.finetune else None
     settings = CompareSettings(tuple(args.labels), args.folds, args.repeats, probe, args.reference, args.bootstrap, args.jobs,
                                finetune, tuple(args.finetune_labels), args.finetune_repeats)  # fmt: skip
-    refuse_overwriting_inputs([Path(args.output) / name for name in COMPARE_FILES], [*args.task, *(c.rpartition("=")[2] for c in args.checkpoint)])
+    check_outputs([Path(args.output) / name for name in COMPARE_FILES], [*args.task, *(c.rpartition("=")[2] for c in args.checkpoint)])
     backbones = _named_backbones(args)
     size = common_image_size(backbones)  # refused here, before any task is decoded
     tasks = [(dataset_name(task), load_task(task, size, progress=not args.quiet)) for task in args.task]
@@ -379,7 +385,7 @@ def cmd_finetune(args) -> None:
 
     output = Path(args.output)
     figures = [Path(args.gradcam), Path(args.gradcam).with_name(Path(args.gradcam).stem + "_errors.png")] if args.gradcam else []
-    refuse_overwriting_inputs([output, output.with_name(output.stem + "_predictions.csv"), *figures], [args.task, args.checkpoint])
+    check_outputs([output, output.with_name(output.stem + "_predictions.csv"), *figures], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet)
     result, fit, payload = finetune_backbone(spec, task, args.task, _probe_settings(args), _finetune_settings(args), output, args.dataset, args.label,
@@ -413,9 +419,21 @@ def cmd_demo(args) -> None:
     run_demo(args.out, DemoSettings(seed=args.seed))
 
 
+def one_line(error: BaseException) -> str:
+    """The message of an expected error: ``error: <what> (<file>): <fix>`` on one line."""
+    if isinstance(error, OSError) and not isinstance(error, CxrsslError):
+        where = f" ({error.filename})" if error.filename else ""
+        fix = OS_ERROR_FIXES.get(error.errno, "check the path and try again")
+        text = f"error: {error.strerror or error}{where}: {fix}"
+    else:
+        text = f"error: {error}"
+    return " ".join(text.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cxrssl", description="Self-supervised pretraining on chest X-rays, and honest evaluation.")
     parser.add_argument("--version", action="version", version=f"cxrssl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (cxrssl --debug VERB ...)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     phantom = verbs.add_parser("phantom", help="write synthetic chest radiographs and their manifest")
@@ -619,12 +637,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What to do about an operating-system error, by its errno.
+OS_ERROR_FIXES = {
+    errno.ENOSPC: "free disk space or write somewhere else",
+    errno.EDQUOT: "free disk space or write somewhere else",
+    errno.EACCES: "choose a location you may write to (or read: check the file's permissions)",
+    errno.EPERM: "choose a location you may write to (or read: check the file's permissions)",
+    errno.EROFS: "the file system is read-only; choose another output location",
+    errno.ENOENT: "check the path",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. Expected failures are one line on stderr and exit code 2 (``check`` uses 1
+    for "evaluation would be wrong"); ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args) or 0
-    except CxrsslError as error:
-        print(f"cxrssl {args.verb}: error: {error}", file=sys.stderr)
+    except (CxrsslError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"cxrssl {args.verb}: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cxrssl {args.verb}: interrupted; a pretraining run continues with --resume", file=sys.stderr)

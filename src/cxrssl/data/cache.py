@@ -67,6 +67,9 @@ def build_cache(manifest: Manifest, folder: str | Path, size: int, workers: int 
         if info.get("source_sha256") == source_digest and info.get("size") == size:
             return CacheSummary(folder, info["count"], read_unreadable_list(folder / UNREADABLE), size, time.perf_counter() - started, reused=True)
         raise ManifestError(f"{folder}: already holds a cache of another manifest or size; choose another -o folder or delete it")
+    leftovers = {PIXELS + ".partial", MANIFEST, UNREADABLE}  # of a cache whose build was killed: rebuilt
+    if folder.is_dir() and any(p.name not in leftovers for p in folder.iterdir()):
+        raise ManifestError(f"{folder}: is not empty and is not a cxrssl cache; choose a new or empty -o folder (nothing there was changed)")
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / (PIXELS + ".partial")
     pixels = np.memmap(partial, dtype=np.uint8, mode="w+", shape=(max(len(manifest), 1), size, size))

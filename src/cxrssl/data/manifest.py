@@ -93,6 +93,20 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
         raise ManifestError(f"{path}: is a folder, not a manifest CSV; pass the manifest file inside it (e.g. {path / 'labels.csv'})")
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest file; make one with `cxrssl phantom` or write a CSV with columns path, patient_id, label")
+    try:
+        raw_rows = _read_rows(path)
+    except UnicodeDecodeError as error:
+        raise ManifestError(
+            f"{path}: is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from None
+    except csv.Error as error:
+        raise ManifestError(f"{path}: is not a readable CSV ({error}); check that it is a comma-separated text table") from None
+    manifest = Manifest(_parse_rows(raw_rows, path), root=path.parent, source=path)
+    validate_manifest(manifest, check_files=check_files)
+    return manifest
+
+
+def _read_rows(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in (reader.fieldnames or [])]
@@ -103,10 +117,7 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
                 f"a manifest needs the columns path, patient_id, label (and optionally split)"
             )
         reader.fieldnames = columns
-        raw_rows = list(reader)
-    manifest = Manifest(_parse_rows(raw_rows, path), root=path.parent, source=path)
-    validate_manifest(manifest, check_files=check_files)
-    return manifest
+        return list(reader)
 
 
 def _parse_rows(raw_rows: list[dict], path: Path) -> list[ManifestRow]:
