@@ -75,8 +75,8 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
         raise CheckpointError(f"{json_path}: no checkpoint metadata here; pass a checkpoint's .json (e.g. RUN/checkpoints/epoch_0010.json)")
     try:
         metadata = json.loads(json_path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{json_path}: checkpoint metadata is not valid JSON ({error}); the file is damaged") from error
+    except ValueError as error:  # not JSON, or not UTF-8 text
+        raise CheckpointError(f"{json_path}: checkpoint metadata is not valid JSON ({error}); the file is damaged") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
         raise CheckpointError(f"{json_path}: not a cxrssl checkpoint (format {found!r}, expected {FORMAT!r})")
