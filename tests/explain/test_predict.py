@@ -65,3 +65,11 @@ def test_finetune_refuses_a_checkpoint_of_another_architecture_and_a_one_class_t
     one_class.write_text("path,patient_id,label\n" + "".join(f"{lines.root / r.path},{r.patient_id},NORMAL\n" for r in lines.rows))
     assert main(["finetune", "--init", "random", "--image-size", "32", "--task", str(one_class), "-o", str(tmp_path / "y.json")]) == 2
     assert "exactly two classes, found 1" in capsys.readouterr().err
+
+
+def test_heat_maps_of_files_with_the_same_name_in_different_folders_do_not_replace_each_other():
+    from cxrssl.explain.predict import heatmap_names
+
+    names = heatmap_names(["site_a/p1/view.png", "site_b/p1/view.png", "site_a/p2/other.png", "x/a.png", "x/a.jpg"])
+    assert len(set(names)) == 5
+    assert names[:3] == ["site_a__p1__view_gradcam.png", "site_b__p1__view_gradcam.png", "other_gradcam.png"]

@@ -46,6 +46,24 @@ def predict_images(model_dir: str | Path, paths: list[str], heatmaps: str | Path
         folder.mkdir(parents=True, exist_ok=True)
         network = model.as_module()
         pixels = images.batch(np.arange(len(images)))
-        for row, gray, heat in zip(images.manifest.rows, pixels.numpy(), gradcam_maps(network, last_conv_block(network.backbone), pixels)):
-            Image.fromarray(overlay(gray, heat)).save(folder / f"{Path(row.path).stem}_gradcam.png")
+        names = heatmap_names([row.path for row in images.manifest.rows])
+        for name, gray, heat in zip(names, pixels.numpy(), gradcam_maps(network, last_conv_block(network.backbone), pixels)):
+            Image.fromarray(overlay(gray, heat)).save(folder / name)
     return predictions, images.unreadable
+
+
+def heatmap_names(paths: list[str]) -> list[str]:
+    """``<stem>_gradcam.png`` per image; where two images share a stem (same file name in
+    different folders), their folders are prefixed, so no heat map replaces another."""
+    stems = [Path(path).stem for path in paths]
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    names = []
+    for path, stem in zip(paths, stems):
+        if stem in shared:
+            parts = [part for part in Path(path).with_suffix("").parts if part not in ("/", "..", ".")]
+            stem = "__".join(parts[-3:])
+        names.append(f"{stem}_gradcam.png")
+    for index, name in enumerate(names):  # still equal (e.g. a.png and a.jpg in one folder): number them
+        if names.count(name) > 1:
+            names[index] = f"{index:05d}_{name}"
+    return names
