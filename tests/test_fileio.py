@@ -35,3 +35,26 @@ def test_verbs_refuse_to_write_over_their_inputs_before_any_work(tmp_path, phant
     errors = capsys.readouterr().err
     assert phantom_manifest.read_text() == before
     assert errors.count("would overwrite the input") == 3 and "Traceback" not in errors
+
+
+def test_check_outputs_refuses_inputs_and_finds_an_unwritable_location_first(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from cxrssl.errors import CxrsslError
+    from cxrssl.fileio import check_outputs
+
+    manifest = tmp_path / "d" / "labels.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("x")
+    with pytest.raises(CxrsslError, match="would overwrite the input"):
+        check_outputs([tmp_path / "d" / "sub" / ".." / "labels.csv"], [manifest])
+    check_outputs([tmp_path / "new" / "folder" / "out.json"], [manifest])  # made, probed, nothing left behind
+    assert list((tmp_path / "new" / "folder").iterdir()) == []
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(OSError, match="No space left"):
+        check_outputs([tmp_path / "out.json"], [manifest])
