@@ -131,8 +131,7 @@ def cmd_cache(args) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from cxrssl.config import PretrainConfig, load_pretrain_config, with_overrides
-    from cxrssl.run import RunFolder
+    from cxrssl.config import pretrain_config
     from cxrssl.train import pretrain
 
     overrides = {
@@ -154,13 +153,7 @@ def cmd_pretrain(args) -> None:
         "device": args.device,
         "compile": True if args.compile else None,
     }
-    run = RunFolder(args.out)
-    if args.resume and args.config is None and run.config.is_file():
-        # Resuming without --config continues with the run's own settings.
-        base = PretrainConfig.from_dict(run.read_config()["pretrain"], str(run.config))
-        config = with_overrides(base, overrides)
-    else:
-        config = load_pretrain_config(args.config or "cpu", overrides)
+    config = pretrain_config(args.out, args.config, overrides, args.resume)
     result = pretrain(args.data, args.out, config, resume=args.resume, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.losses[-1] if result.losses else float("nan")
@@ -196,22 +189,13 @@ def _probe_settings(args):
 
 def cmd_extract(args) -> None:
     from cxrssl.data.images import open_image_set
-    from cxrssl.eval.features import features_for
-    from cxrssl.fileio import atomic_save_npz
+    from cxrssl.eval.features import features_for, save_features
 
     check_outputs([Path(args.output)], [args.data, args.checkpoint])
     spec = _backbone_spec(args)
     images = open_image_set(args.data, spec.image_size, progress=not args.quiet)
     features = features_for(spec, images, progress=not args.quiet, use_cache=not args.no_cache)
-    rows = images.manifest.rows
-    output = atomic_save_npz(
-        args.output,
-        features=features,
-        path=[row.path for row in rows],
-        patient_id=[row.patient_id for row in rows],
-        label=[row.label for row in rows],
-        split=[row.split for row in rows],
-    )
+    output = save_features(args.output, features, images.manifest)
     skipped = f"; {len(images.unreadable)} unreadable image(s) skipped" if images.unreadable else ""
     print(f"wrote {output}: {features.shape[0]} x {features.shape[1]} features of {spec.description}{skipped}")
 
@@ -235,10 +219,9 @@ def cmd_probe(args) -> None:
         print(f"--split-policy purge: dropped {result.purged[0]} training image(s) of {result.purged[1]} patient(s) who are also in the test part")
     print(f"wrote {output} and {predictions}")
     if args.save_model:
-        from cxrssl.eval.model import LinearProbe, save_model
+        from cxrssl.eval.model import save_probe_model
 
-        probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
-        saved = save_model(args.save_model, spec.build(), probe, spec.arch, spec.image_size, spec.description, result.metrics)
+        saved = save_probe_model(args.save_model, spec, result)
         print(f"saved the backbone and probe to {saved.parent} (use: cxrssl predict --model {saved.parent} IMAGE...)")
 
 
@@ -262,11 +245,12 @@ def cmd_gradcam(args) -> None:
     from cxrssl.eval.evaluate import evaluate_backbone, load_task
     from cxrssl.explain.gallery import draw_galleries
 
+    output = Path(args.output)
+    errors = output.with_name(output.stem + "_errors.png")
+    check_outputs([output, errors], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet)
     result = evaluate_backbone(spec, task, _probe_settings(args), progress=not args.quiet)
-    output = Path(args.output)
-    errors = output.with_name(output.stem + "_errors.png")
     draw_galleries(spec, task, result, output, errors, count=args.n)
     print(f"wrote {output} (correctly classified {result.positive}) and {errors} (false positives and negatives), from the test part")
 

@@ -182,3 +182,14 @@ def with_overrides(config: PretrainConfig, overrides: dict | None) -> PretrainCo
     if "keep_epochs" in chosen:
         chosen["keep_epochs"] = tuple(chosen["keep_epochs"])
     return replace(config, **chosen) if chosen else config
+
+
+def pretrain_config(run_dir, name_or_path: str | None, overrides: dict | None, resume: bool) -> PretrainConfig:
+    """The settings `cxrssl pretrain` runs with: resuming without a config continues with the
+    run's own saved settings; otherwise the preset or YAML file (default ``cpu``); then the flags."""
+    from cxrssl.run import RunFolder
+
+    run = RunFolder(run_dir)
+    if resume and name_or_path is None and run.config.is_file():
+        return with_overrides(PretrainConfig.from_dict(run.read_config()["pretrain"], str(run.config)), overrides)
+    return load_pretrain_config(name_or_path or "cpu", overrides)

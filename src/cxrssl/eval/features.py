@@ -147,3 +147,16 @@ def features_for(spec: BackboneSpec, images: ImageSet, progress: bool = False, u
     if use_cache:
         atomic_save_npz(path, features=features)
     return features
+
+
+def save_features(path: str | Path, features: np.ndarray, manifest) -> Path:
+    """The ``cxrssl extract`` file: an npz of ``features`` (N, D) with each row's path, patient_id, label and split."""
+    rows = manifest.rows
+    return atomic_save_npz(
+        path,
+        features=features,
+        path=[row.path for row in rows],
+        patient_id=[row.patient_id for row in rows],
+        label=[row.label for row in rows],
+        split=[row.split for row in rows],
+    )

@@ -111,3 +111,9 @@ def load_model(folder: str | Path) -> SavedModel:
         float(details["c"]),
     )
     return SavedModel(backbone, probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
+
+
+def save_probe_model(folder: str | Path, spec, result) -> Path:
+    """``probe --save-model``: the backbone of ``spec`` and the probe fitted in ``result`` (a ProbeResult)."""
+    probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
+    return save_model(folder, spec.build(), probe, spec.arch, spec.image_size, spec.description, result.metrics)
