@@ -37,6 +37,14 @@ RECORDS = ("config.json", "log.csv", "status.json")
 COMPARE_RECORDS = ("compare.json", "compare.csv", "compare_folds.csv", "compare.md")
 
 
+def copy_record(source: Path, target: Path, work: Path) -> None:
+    """Copy a small result file, with this machine's folders replaced by WORK and shared/data."""
+    text = source.read_text()
+    for folder, name in ((work.resolve(), "WORK"), (DATA.resolve(), "shared/data"), (REPOSITORY, ".")):
+        text = text.replace(str(folder), name)
+    target.write_text(text)
+
+
 def cxrssl(*args: str) -> None:
     command = [sys.executable, "-m", "cxrssl", *args]
     print("$ cxrssl " + " ".join(args), flush=True)
@@ -92,7 +100,7 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
         resume = ["--resume"] if (run / "state" / "last.json").is_file() else []
         cxrssl("pretrain", "--data", str(cache), "--out", str(run), "--config", str(config_file), "--quiet", *resume)
     for record in RECORDS:
-        shutil.copyfile(run / record, results / f"run_{record}")
+        copy_record(run / record, results / f"run_{record}", work)
 
     checkpoints = [f"{name} e{epoch}={run / 'checkpoints' / f'epoch_{epoch:04d}.json'}" for epoch in study_epochs(study, epochs)]
     for task in study["tasks"]:
@@ -104,7 +112,7 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
             cxrssl("compare", *flags, "--init", "random", "--task", str(task_manifest(task, work)), "--labels", study["labels"],
                    "--folds", str(study["folds"]), "--repeats", str(study["repeats"]), "-o", str(output), "--overwrite", "--quiet")  # fmt: skip
         for record in COMPARE_RECORDS:
-            shutil.copyfile(output / record, results / f"{task['name']}_{record}")
+            copy_record(output / record, results / f"{task['name']}_{record}", work)
 
 
 def study_epochs(study: dict, epochs: int) -> list[int]:
