@@ -80,3 +80,11 @@ def test_a_non_object_json_is_refused(checkpoint):
     checkpoint.write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="not a cxrssl checkpoint"):
         read_metadata(checkpoint)
+
+
+def test_a_checkpoint_of_an_unknown_method_is_one_clear_line(checkpoint):
+    _rewrite(checkpoint, method="swav")
+    with pytest.raises(CheckpointError, match="made by method 'swav', which this cxrssl does not know"):
+        load_backbone(checkpoint)
+    _rewrite(checkpoint, method="byol")
+    assert load_backbone(checkpoint)[1]["method"] == "byol"

@@ -10,6 +10,7 @@ from cxrssl.checkpoint import load_backbone, load_tensors
 from cxrssl.config import load_pretrain_config
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.run import RunFolder
+from cxrssl.ssl.methods import METHODS
 from cxrssl.train import pretrain
 from cxrssl.data.manifest import read_manifest
 
@@ -45,6 +46,10 @@ def test_resumed_run_reproduces_the_uninterrupted_losses_and_weights(tmp_path, p
     for key, value in state_whole.items():
         torch.testing.assert_close(state_resumed[key], value, rtol=0, atol=0, msg=key)
     assert [row["epoch"] for row in RunFolder(tmp_path / "split").read_log()] == ["1", "2", "3"]
+    # Any method's checkpoint is a plain backbone to every evaluation verb, and says what made it.
+    backbone, metadata = load_backbone(tmp_path / "split" / "checkpoints" / "epoch_0003.json")
+    assert metadata["method"] == config.method and set(metadata["method_settings"]) == set(METHODS[config.method].settings)
+    assert backbone(torch.randn(2, 1, 32, 32)).shape == (2, 512)
     assert json.loads((tmp_path / "split" / "status.json").read_text())["state"] == "complete"
 
 
