@@ -109,7 +109,7 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
         output = folder / f"compare_{task['name']}"
         if not (output / "compare.json").is_file():
             flags = [f"--checkpoint={c}" for c in checkpoints]
-            cxrssl("compare", *flags, "--init", "random", "--task", str(task_manifest(task, work)), "--labels", study["labels"],
+            cxrssl("compare", *flags, "--init", "random", "--task", str(task_manifest(task, work)), "--labels", task.get("labels", study["labels"]),
                    "--folds", str(study["folds"]), "--repeats", str(study["repeats"]), "-o", str(output), "--overwrite", "--quiet")  # fmt: skip
         for record in COMPARE_RECORDS:
             copy_record(output / record, results / f"{task['name']}_{record}", work)
@@ -150,8 +150,8 @@ def table(study: dict) -> str:
         "the median epoch's wall time times the epochs, on two cores (bf16 autocast where native).",
         "",
     ]
-    budgets = study["labels"].split(",")
     for task in study["tasks"]:
+        budgets = task.get("labels", study["labels"]).split(",")
         lines += [f"**{task['name']}**", "", "| arm | what changes | pretraining (min) | " + " | ".join(f"{b}/class" for b in budgets) + " |",
                   "|---|---|---|" + "---|" * len(budgets)]  # fmt: skip
         for arm in study["arms"]:
