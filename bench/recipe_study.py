@@ -133,13 +133,13 @@ def _delta(difference: dict) -> str:
 
 
 def _wall_minutes(log_csv: Path) -> float:
-    """Pretraining minutes as the median epoch times the epochs: robust to epochs slowed by other jobs on the machine."""
+    """Pretraining minutes as the fastest epoch times the epochs: the idle machine's time, unaffected by
+    epochs that other jobs on the two cores slowed down (every epoch does the same work)."""
     import csv
-    import statistics
 
     with log_csv.open() as handle:
         walls = [float(row["wall_s"]) for row in csv.DictReader(handle)]
-    return statistics.median(walls) * len(walls) / 60
+    return min(walls) * len(walls) / 60
 
 
 def table(study: dict) -> str:
@@ -147,7 +147,7 @@ def table(study: dict) -> str:
         "Paired AUC difference, pretrained minus random initialisation, in AUC points with its 95 % interval "
         "(corrected resampled t-test over 5 × 5 patient-grouped folds); ✓ interval above 0, ✗ below 0. "
         "The pretrained AUC is in parentheses. Only the last epoch of each run is shown. Pretraining minutes: "
-        "the median epoch's wall time times the epochs, on two cores (bf16 autocast where native).",
+        "the fastest epoch's wall time times the epochs (the idle machine's time), two cores, bf16 autocast.",
         "",
     ]
     for task in study["tasks"]:
