@@ -23,9 +23,9 @@ from cxrssl import __version__
 from cxrssl.checkpoint import (
     checkpoint_metadata,
     load_tensors,
-    read_metadata,
     optimizer_from_tensors,
     optimizer_to_tensors,
+    read_metadata,
     save_weights,
 )
 from cxrssl.config import PretrainConfig
