@@ -8,6 +8,7 @@ user gets.
 
     python bench/recipe_study.py run bench/recipe_study.yaml --work WORK [--arm NAME ...]
     python bench/recipe_study.py table bench/recipe_study.yaml > docs/recipes-table.md
+    python bench/recipe_study.py versus bench/recipe_study.yaml ARM_A ARM_B   # paired A - B, from the fold files
 
 ``run`` is resumable: a finished step is skipped, a killed pretraining continues with
 ``--resume``. Checkpoints and caches stay in WORK; the small records of each arm (its
@@ -171,16 +172,62 @@ def table(study: dict) -> str:
     return "\n".join(lines)
 
 
+def versus(study: dict, first: str, second: str) -> str:
+    """Paired AUC difference between two arms' last epochs, fold by fold.
+
+    Every arm is compared on the same plan (folds and label draws come from the task and
+    the seed alone), which the random-init rows of both fold files must confirm; the
+    interval is the corrected resampled t over the same folds, with K-fold CV's ratio 1/(K-1).
+    """
+    import csv
+
+    import numpy as np
+
+    from cxrssl.eval.stats import corrected_t
+
+    epochs = {arm["name"]: arm_config(study, arm)["epochs"] for arm in study["arms"]}
+    lines = [f"Paired Δ AUC, {first} minus {second} (last epochs), in AUC points, 95 % interval, p:", ""]
+    for task in study["tasks"]:
+        folds = {}
+        for arm in (first, second):
+            path = study["results"] / arm / f"{task['name']}_compare_folds.csv"
+            if not path.is_file():
+                return f"{path}: missing; run both arms first"
+            with path.open() as handle:
+                folds[arm] = list(csv.DictReader(handle))
+
+        def key(row):
+            return row["budget"], int(row["repeat"]), int(row["fold"])
+
+        randoms = [{key(r): float(r["auc"]) for r in folds[arm] if r["backbone"] == "random init"} for arm in (first, second)]
+        if randoms[0] != randoms[1]:
+            return f"{task['name']}: the two arms were not compared on the same folds (their random-init rows differ)"
+        auc = {arm: {key(r): float(r["auc"]) for r in folds[arm] if r["backbone"] == f"{arm} e{epochs[arm]}"} for arm in (first, second)}
+        cells = []
+        for budget in task.get("labels", study["labels"]).split(","):
+            keys = sorted(k for k in auc[first] if k[0] == budget and k in auc[second])
+            estimate = corrected_t(np.array([auc[first][k] - auc[second][k] for k in keys]), 1 / (study["folds"] - 1))
+            cells.append(f"{budget}: {100 * estimate.value:+.1f} [{100 * estimate.low:+.1f}, {100 * estimate.high:+.1f}] p {estimate.p_value:.2f}")
+        lines.append(f"- {task['name']}: " + "; ".join(cells))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("action", choices=("run", "table", "versus"))
     parser.add_argument("study", type=Path)
+    parser.add_argument("arms", nargs="*", help="versus: the two arms, A then B")
     parser.add_argument("--work", type=Path, default=Path("recipe-study"), help="checkpoints and caches (not committed)")
     parser.add_argument("--arm", action="append", help="run only these arms (default: all, in order)")
     args = parser.parse_args()
     study = load_study(args.study)
     if args.action == "table":
         print(table(study))
+        return
+    if args.action == "versus":
+        if len(args.arms) != 2:
+            raise SystemExit("versus needs two arm names: A B")
+        print(versus(study, *args.arms))
         return
     for arm in study["arms"]:
         if args.arm and arm["name"] not in args.arm:
