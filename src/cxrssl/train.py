@@ -204,7 +204,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             tqdm.write(f"warning: skipped {len(images.unreadable)} unreadable image(s), listed in {run.unreadable}")
 
     model = build_method(config, context.enabled)
-    problem = model.check_images(len(images), config.batch_size)
+    problem = model.check_images(len(images))
     if problem:
         raise ConfigError(f"{manifest.name}: {problem}")
     tensors, state = load_tensors(run.state) if start_epoch else ({}, None)
@@ -280,7 +280,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             measured = measure(bare, monitor_pixels, augment, config.seed, device)
             log_rows[-1].update({name: f"{value:.6g}" for name, value in measured.items()})
         if context.is_main:
-            saved = _save_epoch(run, _bare(model), optimizer, config, epoch, epoch_loss, log_rows)
+            saved = _save_epoch(run, bare, optimizer, config, epoch, epoch_loss, log_rows)
             checkpoints.extend(saved)
             run.write_log(log_rows)
             done = epoch == config.epochs

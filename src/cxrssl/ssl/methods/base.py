@@ -80,6 +80,6 @@ class Method(nn.Module):
         weights.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
         return weights
 
-    def check_images(self, images: int, batch_size: int) -> str | None:
-        """Why this method cannot train on ``images`` images at this batch size, or None."""
+    def check_images(self, images: int) -> str | None:
+        """Why this method cannot train on ``images`` images, or None."""
         return None

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cxrssl.distributed import differentiable_all_gather
 from cxrssl.ssl.losses import nt_xent_loss
 from cxrssl.ssl.methods.base import Method
 
@@ -69,22 +70,15 @@ class MoCo(Method):
     @torch.no_grad()
     def _enqueue(self, k1: torch.Tensor, k2: torch.Tensor) -> None:
         """The keys of view 1 of the whole (global) batch, then of view 2, replace the oldest."""
-        if self.gather_distributed:
-            k1, k2 = _gather(k1), _gather(k2)
+        if self.gather_distributed:  # the autograd-aware gather, here under no_grad
+            k1, k2 = torch.cat(differentiable_all_gather(k1)), torch.cat(differentiable_all_gather(k2))
         keys = F.normalize(torch.cat([k1, k2]).to(self.queue.dtype), dim=1)[-self.queue_size :]
         rows = (self.queue_pointer + torch.arange(len(keys), device=keys.device)) % self.queue_size
         self.queue[rows] = keys
         self.queue_pointer.copy_((self.queue_pointer + len(keys)) % self.queue_size)
 
-    def check_images(self, images: int, batch_size: int) -> str | None:
+    def check_images(self, images: int) -> str | None:
         if self.queue_size > images:
             return f"queue_size {self.queue_size} is larger than the {images} images, so images would meet their own keys as negatives; lower queue_size below {images}"
         return None
 
-
-def _gather(tensor: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
