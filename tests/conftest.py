@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests (tests/test_fuzz.py): CI replays the same examples on every run, so a
+# red CI always means a change broke something; `pytest --hypothesis-profile=explore`
+# draws fresh ones to look for new failures.
+settings.register_profile("default", max_examples=60, derandomize=True)
+settings.register_profile("explore", max_examples=300, derandomize=False)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -27,7 +27,7 @@ from torch import nn
 from cxrssl import __version__
 from cxrssl.errors import CxrsslError
 from cxrssl.fileio import atomic_write, atomic_write_json
-from cxrssl.models import PIXEL_MEAN, PIXEL_STD, build_backbone, feature_dim
+from cxrssl.models import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD, build_backbone, feature_dim
 
 FORMAT = "cxrssl-checkpoint/1"
 
@@ -83,13 +83,21 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
     missing = [key for key in ("weights", "epoch", "arch", "image_size") if key not in metadata]
     if missing:
         raise CheckpointError(f"{json_path}: checkpoint metadata lacks {', '.join(missing)}; the file is damaged, use another checkpoint")
+    if not isinstance(metadata["arch"], str) or metadata["arch"] not in ARCHITECTURES:
+        raise CheckpointError(f"{json_path}: names architecture {metadata['arch']!r}, not one of {', '.join(ARCHITECTURES)}; the file is damaged or from a newer cxrssl")
+    for key in ("epoch", "image_size"):
+        if type(metadata[key]) is not int or metadata[key] < (0 if key == "epoch" else 1):
+            raise CheckpointError(f"{json_path}: {key} {metadata[key]!r} is not a {'count' if key == 'epoch' else 'size in pixels'}; the file is damaged, use another checkpoint")
+    config = metadata.get("config", {})
+    if not isinstance(config, dict) or not isinstance(config.get("fraction"), (int, float, type(None))):
+        raise CheckpointError(f"{json_path}: its recorded config is damaged; use another checkpoint")
     name = metadata["weights"]
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors") or name.startswith("."):
         raise CheckpointError(f"{json_path}: names weights {name!r} outside its own folder; a checkpoint's weights must sit beside its .json")
     from cxrssl.ssl.methods import METHODS
 
     method = metadata.get("method", "simclr")  # checkpoints before methods were plug-ins are SimCLR's
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise CheckpointError(f"{json_path}: made by method {method!r}, which this cxrssl does not know ({', '.join(METHODS)}); upgrade cxrssl")
     weights_path = json_path.parent / metadata["weights"]
     if not weights_path.is_file():

@@ -21,7 +21,7 @@ import torch
 from sklearn.pipeline import Pipeline
 from torch import nn
 
-from cxrssl.checkpoint import backbone_from_tensors, checkpoint_metadata, load_tensors, save_weights
+from cxrssl.checkpoint import CheckpointError, backbone_from_tensors, checkpoint_metadata, load_tensors, save_weights
 from cxrssl.errors import CxrsslError
 
 MODEL_FILE = "model.json"
@@ -100,16 +100,19 @@ def load_model(folder: str | Path) -> SavedModel:
     tensors, metadata = load_tensors(path)
     if metadata.get("kind") != "probe-model":
         raise CxrsslError(f"{path}: is a pretraining checkpoint, not a saved model; make one with `cxrssl probe --save-model DIR`")
-    backbone = backbone_from_tensors(tensors, metadata["arch"])
-    details = metadata["probe"]
-    probe = LinearProbe(
-        *(tensors[f"probe.{name}"].numpy() for name in ("mean", "scale", "coef")),
-        float(tensors["probe.intercept"][0]),
-        details["positive"],
-        details["negative"],
-        float(details["threshold"]),
-        float(details["c"]),
-    )
+    backbone = backbone_from_tensors(tensors, metadata["arch"], path)
+    try:
+        details = metadata["probe"]
+        probe = LinearProbe(
+            *(tensors[f"probe.{name}"].numpy() for name in ("mean", "scale", "coef")),
+            float(tensors["probe.intercept"][0]),
+            details["positive"],
+            details["negative"],
+            float(details["threshold"]),
+            float(details["c"]),
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise CheckpointError(f"{path}: the saved probe is incomplete ({type(error).__name__}: {error}); the file is damaged, save the model again with `cxrssl probe --save-model DIR`") from None
     return SavedModel(backbone, probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
 
 
