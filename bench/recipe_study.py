@@ -9,6 +9,12 @@ user gets.
     python bench/recipe_study.py run bench/recipe_study.yaml --work WORK [--arm NAME ...]
     python bench/recipe_study.py table bench/recipe_study.yaml > docs/recipes-table.md
     python bench/recipe_study.py versus bench/recipe_study.yaml ARM_A ARM_B   # paired A - B, from the fold files
+    python bench/recipe_study.py versus bench/recipe_study.yaml ARM_A ARM_B --random-init   # their random-init rows
+
+An arm may also re-judge another arm's run instead of pretraining: ``run_of: ARM`` takes
+that arm's checkpoints, and ``readout: blocks`` makes every compared backbone (random
+initialisation too) read all four residual stages instead of the last one, and
+``probe_size: N`` probes them at N px instead of the pretraining size.
 
 ``run`` is resumable: a finished step is skipped, a killed pretraining continues with
 ``--resume``. Checkpoints and caches stay in WORK; the small records of each arm (its
@@ -75,9 +81,14 @@ def task_manifest(task: dict, work: Path) -> Path:
     return manifest
 
 
+JUDGING = ("name", "about", "run_of", "readout", "probe_size")  # arm keys that are not pretraining settings
+
+
 def arm_config(study: dict, arm: dict) -> dict:
-    """The arm's full pretraining settings: the study's base, then the arm's changes."""
-    config = {**study["base"], **{k: v for k, v in arm.items() if k not in ("name", "about")}}
+    """The arm's full pretraining settings: the study's base, then the arm's changes (or those of the arm whose run it judges)."""
+    if "run_of" in arm:
+        return arm_config(study, next(other for other in study["arms"] if other["name"] == arm["run_of"]))
+    config = {**study["base"], **{k: v for k, v in arm.items() if k not in JUDGING}}
     if "augment" in arm:
         config["augment"] = {**study["base"].get("augment", {}), **arm["augment"]}
     return config
@@ -92,11 +103,16 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
     config_file = folder / "config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=True))
     shutil.copyfile(config_file, results / "config.yaml")
+    judging = {key: arm[key] for key in JUDGING[2:] if key in arm}
+    if judging:
+        (results / "judging.yaml").write_text(yaml.safe_dump(judging, sort_keys=True))
 
     cache = work / f"pool{size}.cache"
     if not (cache / "cache.json").is_file():
         cxrssl("cache", str(DATA / study["pool"]), "-o", str(cache), "--size", str(size), "--quiet")
-    run = folder / "run"
+    run = work / "arms" / arm.get("run_of", name) / "run"
+    if "run_of" in arm and json.loads((run / "status.json").read_text())["state"] != "complete":
+        raise SystemExit(f"arm {name} judges the run of arm {arm['run_of']}: run that arm first")
     if not (run / "status.json").is_file() or json.loads((run / "status.json").read_text())["state"] != "complete":
         resume = ["--resume"] if (run / "state" / "last.json").is_file() else []
         cxrssl("pretrain", "--data", str(cache), "--out", str(run), "--config", str(config_file), "--quiet", *resume)
@@ -104,13 +120,14 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
         copy_record(run / record, results / f"run_{record}", work)
 
     checkpoints = [f"{name} e{epoch}={run / 'checkpoints' / f'epoch_{epoch:04d}.json'}" for epoch in study_epochs(study, epochs)]
+    probe_size = arm.get("probe_size", size)
     for task in study["tasks"]:
-        if size > task.get("max_size", math.inf):
+        if probe_size > task.get("max_size", math.inf):
             continue
         output = folder / f"compare_{task['name']}"
         if not (output / "compare.json").is_file():
             flags = [f"--checkpoint={c}" for c in checkpoints]
-            cxrssl("compare", *flags, "--init", "random", "--task", str(task_manifest(task, work)), "--labels", task.get("labels", study["labels"]),
+            cxrssl("compare", *flags, "--init", "random", "--image-size", str(probe_size), "--readout", arm.get("readout", "last"), "--task", str(task_manifest(task, work)), "--labels", task.get("labels", study["labels"]),
                    "--folds", str(study["folds"]), "--repeats", str(study["repeats"]), "-o", str(output), "--overwrite", "--quiet")  # fmt: skip
         for record in COMPARE_RECORDS:
             copy_record(output / record, results / f"{task['name']}_{record}", work)
@@ -155,6 +172,7 @@ def table(study: dict) -> str:
         budgets = task.get("labels", study["labels"]).split(",")
         lines += [f"**{task['name']}**", "", "| arm | what changes | pretraining (min) | " + " | ".join(f"{b}/class" for b in budgets) + " |",
                   "|---|---|---|" + "---|" * len(budgets)]  # fmt: skip
+        randoms = {}  # random initialisation's AUC per readout
         for arm in study["arms"]:
             found = study["results"] / arm["name"] / f"{task['name']}_compare.json"
             if not found.is_file():
@@ -165,14 +183,19 @@ def table(study: dict) -> str:
             for row in payload["tasks"][0]["rows"]:
                 if row["backbone"] == f"{arm['name']} e{epochs}" and row["difference"]:
                     cells[row["budget"]] = f"{_delta(row['difference']['auc'])} ({_pct(row['metrics']['auc']['value'])})"
-            random = {row["budget"]: _pct(row["metrics"]["auc"]["value"]) for row in payload["tasks"][0]["rows"] if not row["difference"]}
+            random_init = next(b for b in payload["backbones"] if b["name"] == "random init")
+            judged = f"{random_init['image_size']} px" + ("" if random_init.get("readout", "last") == "last" else f", {random_init['readout']} readout")
+            randoms[judged] = {row["budget"]: _pct(row["metrics"]["auc"]["value"]) for row in payload["tasks"][0]["rows"] if not row["difference"]}
             wall = _wall_minutes(study["results"] / arm["name"] / "run_log.csv")
             lines.append(f"| {arm['name']} | {arm.get('about', '')} | {wall:.0f} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |")
-        lines += [f"| random init AUC | | | " + " | ".join(random.get(b, "–") for b in budgets) + " |", ""]
+        for judged, random in randoms.items():
+            label = f"random init AUC, {judged}"
+            lines.append(f"| {label} | | | " + " | ".join(random.get(b, "–") for b in budgets) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
-def versus(study: dict, first: str, second: str) -> str:
+def versus(study: dict, first: str, second: str, random_init: bool = False) -> str:
     """Paired AUC difference between two arms' last epochs, fold by fold.
 
     Every arm is compared on the same plan (folds and label draws come from the task and
@@ -186,23 +209,26 @@ def versus(study: dict, first: str, second: str) -> str:
     from cxrssl.eval.stats import corrected_t
 
     epochs = {arm["name"]: arm_config(study, arm)["epochs"] for arm in study["arms"]}
-    lines = [f"Paired Δ AUC, {first} minus {second} (last epochs), in AUC points, 95 % interval, p:", ""]
+    which = "random-init rows" if random_init else "last epochs"
+    lines = [f"Paired Δ AUC, {first} minus {second} ({which}), in AUC points, 95 % interval, p:", ""]
     for task in study["tasks"]:
+        paths = {arm: study["results"] / arm / f"{task['name']}_compare_folds.csv" for arm in (first, second)}
+        if not all(path.is_file() for path in paths.values()):
+            lines.append(f"- {task['name']}: not judged in both arms (" + ", ".join(f"{path} missing" for path in paths.values() if not path.is_file()) + ")")
+            continue
         folds = {}
-        for arm in (first, second):
-            path = study["results"] / arm / f"{task['name']}_compare_folds.csv"
-            if not path.is_file():
-                return f"{path}: missing; run both arms first"
+        for arm, path in paths.items():
             with path.open() as handle:
                 folds[arm] = list(csv.DictReader(handle))
 
         def key(row):
             return row["budget"], int(row["repeat"]), int(row["fold"])
 
-        randoms = [{key(r): float(r["auc"]) for r in folds[arm] if r["backbone"] == "random init"} for arm in (first, second)]
-        if randoms[0] != randoms[1]:
-            return f"{task['name']}: the two arms were not compared on the same folds (their random-init rows differ)"
-        auc = {arm: {key(r): float(r["auc"]) for r in folds[arm] if r["backbone"] == f"{arm} e{epochs[arm]}"} for arm in (first, second)}
+        plans = [{key(r): (r["n_train"], r["n_train_patients"], r["n_test"]) for r in folds[arm] if r["backbone"] == "random init"} for arm in (first, second)]
+        if plans[0] != plans[1]:
+            return f"{task['name']}: the two arms were not compared on the same folds and label draws (their training and test sizes differ)"
+        compared = {arm: "random init" if random_init else f"{arm} e{epochs[arm]}" for arm in (first, second)}
+        auc = {arm: {key(r): float(r["auc"]) for r in folds[arm] if r["backbone"] == compared[arm]} for arm in (first, second)}
         cells = []
         for budget in task.get("labels", study["labels"]).split(","):
             keys = sorted(k for k in auc[first] if k[0] == budget and k in auc[second])
@@ -217,6 +243,7 @@ def main() -> None:
     parser.add_argument("action", choices=("run", "table", "versus"))
     parser.add_argument("study", type=Path)
     parser.add_argument("arms", nargs="*", help="versus: the two arms, A then B")
+    parser.add_argument("--random-init", action="store_true", help="versus: compare the two arms' random-init rows (e.g. two readouts) instead of their last epochs")
     parser.add_argument("--work", type=Path, default=Path("recipe-study"), help="checkpoints and caches (not committed)")
     parser.add_argument("--arm", action="append", help="run only these arms (default: all, in order)")
     args = parser.parse_args()
@@ -227,7 +254,7 @@ def main() -> None:
     if args.action == "versus":
         if len(args.arms) != 2:
             raise SystemExit("versus needs two arm names: A B")
-        print(versus(study, *args.arms))
+        print(versus(study, *args.arms, random_init=args.random_init))
         return
     for arm in study["arms"]:
         if args.arm and arm["name"] not in args.arm:

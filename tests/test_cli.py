@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from cxrssl.cli import main
@@ -114,6 +115,14 @@ def test_compare_through_the_cli_then_table_and_report(tmp_path, phantom_manifes
     assert not (out / ".finetune_state").exists() and not (out / ".compare.partial.jsonl").exists()
     assert [b["name"] for b in payload["backbones"]] == ["simclr", "random init"]
     assert payload["backbones"][1]["image_size"] == 32  # --init random follows the checkpoint's size
+    # --image-size probes every backbone, the checkpoint too, at another size; --readout reads them all alike
+    from types import SimpleNamespace
+
+    from cxrssl.cli import _named_backbones
+
+    flags = SimpleNamespace(checkpoint=[f"simclr={checkpoint}"], init=["random"], arch=None, image_size=48, seed=0, readout="blocks")
+    assert [(b.name, b.spec.image_size, b.spec.readout, b.spec.checkpoint) for b in _named_backbones(flags)] == [
+        ("simclr", 48, "blocks", checkpoint), ("random init", 48, "blocks", None)]  # fmt: skip
     assert main(args) == 2 and "already holds compare.json" in capsys.readouterr().err
     assert main(["table", str(out / "compare.json"), "-o", str(tmp_path / "t.md")]) == 0
     assert "| all | simclr |" in (tmp_path / "t.md").read_text()
@@ -121,6 +130,14 @@ def test_compare_through_the_cli_then_table_and_report(tmp_path, phantom_manifes
     assert main(["report", "--run", str(run), "--task", str(phantom_manifest), "--compare", str(out / "compare.json"),
                  "--bootstrap", "20", "-o", str(tmp_path / "r.html"), "--quiet"]) == 0  # fmt: skip
     assert "Does pretraining pay?" in (tmp_path / "r.html").read_text()
+
+
+def test_extract_reads_every_stage_with_the_blocks_readout(tmp_path, phantom_manifest, capsys):
+    out = tmp_path / "blocks.npz"
+    assert main(["extract", "--init", "random", "--image-size", "32", "--data", str(phantom_manifest), "--readout", "blocks", "-o", str(out), "--quiet"]) == 0
+    assert "blocks readout" in capsys.readouterr().out
+    with np.load(out) as saved:
+        assert saved["features"].shape == (48, 64 + 128 + 256 + 512)
 
 
 def test_compare_flags_are_checked_with_one_line(tmp_path, capsys):

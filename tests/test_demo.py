@@ -25,7 +25,12 @@ def test_demo_pipeline_end_to_end(tmp_path):
     assert 'class="table3"' in page and 'class="compare"' in page
     for name in ("table.csv", "loss.png", "config.yaml", "compare/compare_efficiency.png", "compare/compare_differences.png"):
         assert (tmp_path / name).is_file(), name
-    assert json.loads((tmp_path / "results.json").read_text())["losses"] == results["losses"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["losses"] == results["losses"]
+    # Every stage is timed, and the stages add up to the whole (each rounded to 0.1 s).
+    assert list(results["stages_s"]) == ["phantoms", "pretraining", "comparison", "tables", "report"]  # in the order they ran
+    assert saved["stages_s"] == results["stages_s"]
+    assert abs(sum(saved["stages_s"].values()) - saved["wall_s"]) <= 0.3
     # The pool (pretraining) and the task (probe) are different patients' films.
     pool = (tmp_path / "phantoms" / "pool" / "labels.csv").read_text()
     task = (tmp_path / "phantoms" / "task" / "labels.csv").read_text()

@@ -9,6 +9,7 @@ import argparse
 import errno
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from cxrssl import __version__
@@ -192,7 +193,7 @@ def cmd_extract(args) -> None:
     from cxrssl.eval.features import features_for, save_features
 
     check_outputs([Path(args.output)], [args.data, args.checkpoint])
-    spec = _backbone_spec(args)
+    spec = replace(_backbone_spec(args), readout=args.readout)
     images = open_image_set(args.data, spec.image_size, progress=not args.quiet)
     features = features_for(spec, images, progress=not args.quiet, use_cache=not args.no_cache)
     output = save_features(args.output, features, images.manifest)
@@ -323,6 +324,8 @@ def _named_backbones(args) -> list:
     for text in args.checkpoint:
         name, _, path = text.rpartition("=") if "=" in text and not Path(text).is_file() else ("", "", text)
         spec = BackboneSpec.from_checkpoint(path)
+        if args.image_size:  # probe at another size than the one it was pretrained at
+            spec = replace(spec, image_size=args.image_size)
         backbones.append(NamedBackbone(name or f"{spec.checkpoint.parent.parent.name} epoch {spec.epoch}", spec))
     first = backbones[0].spec if backbones else None
     for init in args.init:
@@ -330,7 +333,7 @@ def _named_backbones(args) -> list:
         size = args.image_size or (first.image_size if first else 128)
         spec = BackboneSpec.from_init(init, arch, size, args.seed)
         backbones.append(NamedBackbone(spec.init_label, spec))
-    return backbones
+    return [NamedBackbone(b.name, replace(b.spec, readout=args.readout)) for b in backbones]
 
 
 def cmd_compare(args) -> None:
@@ -502,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--data", required=True, help="manifest CSV or cache folder")
     extract.add_argument("-o", "--output", default="features.npz", help="npz with features, path, patient_id, label, split")
     extract.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
+    extract.add_argument("--readout", choices=("last", "blocks"), default="last", help="the last stage, pooled (default), or every residual stage, pooled and concatenated")
     extract.set_defaults(handler=cmd_extract)
 
     def add_result_flags(verb, output: str, label: str) -> None:
@@ -591,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--init", action="append", default=[], metavar="random|imagenet|FILE",
                          help="add an initialisation, repeatable: random (the default reference), imagenet, a weights file")  # fmt: skip
     compare.add_argument("--arch", help="architecture of --init (default: the first checkpoint's, else resnet18)")
-    compare.add_argument("--image-size", type=int, help="image size of --init (default: the first checkpoint's, else 128)")
+    compare.add_argument("--image-size", type=int, help="image size every backbone is probed at (default: the first checkpoint's, else 128); "
+                         "a checkpoint may be probed at a larger size than it was pretrained at")  # fmt: skip
     compare.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
     compare.add_argument("--labels", type=_budgets, default=list(DEFAULT_LABELS), metavar="10,25,...,all",
                          help="labelled patients per class drawn from each training part (default 10,25,50,100,250,all)")  # fmt: skip
@@ -604,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--bootstrap", type=int, default=2000, help="patient resamples when the task has an official test split")
     compare.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
     compare.add_argument("--jobs", type=int, default=0, help="worker processes for the fits (default: one per core)")
+    compare.add_argument("--readout", choices=("last", "blocks"), default="last",
+                         help="features the probe reads: the last stage (default, the paper's) or every residual stage pooled and concatenated")  # fmt: skip
     compare.add_argument("--finetune", action="store_true", help="also fine-tune every backbone end to end (see `cxrssl finetune`)")
     compare.add_argument("--finetune-labels", type=_budgets, default=[25, 100, None], metavar="25,100,all",
                          help="budgets to fine-tune at, among --labels (default 25,100,all)")  # fmt: skip

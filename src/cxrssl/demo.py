@@ -47,11 +47,16 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     config = config or load_pretrain_config("demo", {"seed": settings.seed})
     started = time.perf_counter()
     say = print if progress else (lambda *args, **kwargs: None)
+    stages: dict[str, float] = {}  # seconds per stage, in results.json
+
+    def stage_done(name: str) -> None:
+        stages[name] = round(time.perf_counter() - started - sum(stages.values()), 1)
 
     say(cpu_description())
     say(f"[1/5] phantom radiographs: {settings.pool_images} unlabelled (pool), {settings.task_images} labelled (task)")
     pool = _phantoms(out_dir / "phantoms" / "pool", settings.pool_images, settings.phantom_size, settings.seed * 2 + 1, progress)
     task_manifest = _phantoms(out_dir / "phantoms" / "task", settings.task_images, settings.phantom_size, settings.seed * 2 + 2, progress)
+    stage_done("phantoms")
 
     say(f"[2/5] {config.method} pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
     from cxrssl.train import pretrain
@@ -59,6 +64,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     run = RunFolder(out_dir / "run")
     resume = run.state.is_file()  # a killed demo picks up where it stopped
     pretrained = pretrain(pool, run.root, config, resume=resume, progress=progress)
+    stage_done("pretraining")
 
     say(f"[3/5] does pretraining pay? pretrained vs random initialisation at {', '.join(map(budget_name, settings.budgets))} labelled patients per class")
     task = load_task(task_manifest, config.image_size, progress=progress)
@@ -69,6 +75,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     compare_settings = CompareSettings(settings.budgets, settings.folds, settings.repeats, ProbeSettings(seed=settings.seed, bootstrap=0))
     comparison = compare_backbones(backbones, [("phantom task", task)], out_dir / "compare", compare_settings, progress=progress, overwrite=True)
     claim = demo_claim(comparison.payload)
+    stage_done("comparison")
 
     say("[4/5] table, loss curve, config")
     table = compare_markdown_table(comparison.payload)
@@ -86,14 +93,18 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
         "task_images": len(task.manifest),
         "pool_images": pretrained.images,
     }
+    stage_done("tables")
     say("[5/5] HTML report: sweep over the kept checkpoints, t-SNE, Grad-CAM, errors")
     from cxrssl.report.html import build_report
 
     build_report(run.root, [str(task_manifest)], out_dir / "report.html", ProbeSettings(seed=settings.seed, bootstrap=settings.bootstrap), progress=progress, compares=[comparison.payload])
+    stage_done("report")
     results["wall_s"] = round(time.perf_counter() - started, 1)
+    results["stages_s"] = stages
     atomic_write_json(out_dir / "results.json", results)
     say("\n" + table + "\n" + claim)
-    say(f"wrote {out_dir}/: report.html, table.md, table.csv, results.json, loss.png, config.yaml, compare/, run/ ({results['wall_s']} s)")
+    say(f"wrote {out_dir}/: report.html, table.md, table.csv, results.json, loss.png, config.yaml, compare/, run/")
+    say(f"{results['wall_s']} s in all: " + ", ".join(f"{name} {seconds:g} s" for name, seconds in stages.items()))
     return results
 
 

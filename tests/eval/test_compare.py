@@ -1,4 +1,5 @@
 from collections import Counter
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -6,8 +7,16 @@ import pytest
 
 import cxrssl.eval.compare as compare_module
 from cxrssl.data.splits import patient_classes
-from cxrssl.eval.compare import PARTIAL, CompareError, CompareSettings, NamedBackbone, compare_backbones, plan_task
+from cxrssl.eval.compare import (
+    PARTIAL,
+    CompareError,
+    CompareSettings,
+    NamedBackbone,
+    compare_backbones,
+    plan_task,
+)
 from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.finetune import FinetuneSettings
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.report.compare import COMPARE_FILES
 
@@ -210,3 +219,14 @@ def test_bad_inputs_get_one_clear_line(tmp_path, backbones):
         compare_backbones(named, [("toy", task[0]), ("toy", task[0])], tmp_path, FAST, progress=False)
     with pytest.raises(CompareError, match="budgets are patients per class"):
         CompareSettings(budgets=(0,))
+    blocks = [NamedBackbone(b.name, replace(b.spec, readout="blocks")) for b in named]
+    with pytest.raises(CompareError, match="fine-tuning trains the network end to end from its last stage"):
+        compare_backbones(blocks, [("toy", task[0])], tmp_path, CompareSettings(**{**FAST.__dict__, "finetune": FinetuneSettings(epochs=1), "finetune_budgets": (None,)}), progress=False)
+
+
+def test_the_readout_is_recorded_per_backbone(tmp_path, backbones):
+    task = _task(patients=80)
+    named = [NamedBackbone(b.name, replace(b.spec, readout="blocks")) for b in backbones(task, {"random init": 0.0, "pretrained": 1.0})]
+    payload = compare_backbones(named, [("toy", task[0])], tmp_path, FAST, progress=False).payload
+    assert [(b["name"], b["readout"]) for b in payload["backbones"]] == [("random init", "blocks"), ("pretrained", "blocks")]
+    assert payload["backbones"][1]["description"].endswith(", blocks readout")

@@ -1,3 +1,6 @@
+import hashlib
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +44,38 @@ def test_the_key_follows_weights_images_and_size(images, phantom_manifest):
     features_for(BackboneSpec.random("resnet18", 32, seed=1), images.select(range(10)))  # other images
     features_for(BackboneSpec.random("resnet18", 32, seed=1), open_image_set(phantom_manifest, 40, progress=False))  # other size
     assert len(list(feature_cache_dir().glob("*.npz"))) == 4
+
+
+@pytest.mark.parametrize("arch, widths", [("resnet18", (64, 128, 256, 512)), ("resnet50", (256, 512, 1024, 2048))])
+def test_blocks_readout_is_every_stage_pooled_in_order(images, arch, widths):
+    spec = BackboneSpec.random(arch, 32, seed=4)
+    backbone = spec.build()
+    stages = {}
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        getattr(backbone, name).register_forward_hook(lambda module, inputs, output, name=name: stages.__setitem__(name, output))
+    pixels = normalize_pixels(images.batch(np.arange(3)).unsqueeze(1))
+    last = backbone(pixels).detach()
+    expected = torch.cat([stages[name].mean(dim=(2, 3)) for name in ("layer1", "layer2", "layer3", "layer4")], dim=1).detach()
+    got = extract_features(replace(spec, readout="blocks").build_reader(), images, batch_size=2)[:3]
+    assert got.shape == (3, sum(widths))
+    assert np.allclose(got, expected.numpy(), atol=1e-5)
+    assert np.allclose(got[:, -widths[-1] :], last.numpy(), atol=1e-5)  # the last stage is the default readout
+
+
+def test_readouts_are_cached_apart_and_the_default_keeps_its_key(images, monkeypatch):
+    last = features_for(BackboneSpec.random("resnet18", 32, seed=1), images)
+    blocks = features_for(BackboneSpec.random("resnet18", 32, seed=1, readout="blocks"), images)
+    assert last.shape[1] == 512 and blocks.shape[1] == 960
+    assert len(list(feature_cache_dir().glob("*.npz"))) == 2
+    assert np.allclose(blocks[:, -512:], last, atol=1e-5)
+    # features cached before readouts existed are still found under their old key
+    old_key = hashlib.sha256(f"{features_module.FEATURE_VERSION}|random|resnet18|1|torch {torch.__version__}|{images.digest}".encode()).hexdigest()[:32]
+    assert (feature_cache_dir() / f"{old_key}.npz").is_file()
+
+
+def test_an_unknown_readout_is_refused():
+    with pytest.raises(CxrsslError, match="unknown readout 'middle'"):
+        BackboneSpec.random("resnet18", 32, readout="middle")
 
 
 def test_checkpoint_identity_is_its_weights_content(tmp_path):

@@ -277,6 +277,8 @@ def compare_backbones(
     if len(set(names)) != len(names):
         raise CompareError(f"two backbones share a name ({', '.join(names)}); name them with --checkpoint NAME=CK.json")
     common_image_size(backbones)
+    if settings.finetune and any(b.spec.readout != "last" for b in backbones):
+        raise CompareError("fine-tuning trains the network end to end from its last stage; compare another readout without --finetune")
     reference = settings.reference or next((b.name for b in backbones if b.spec.checkpoint is None and b.spec.init == "random"), names[0])
     if reference not in names:
         raise CompareError(f"--reference {reference!r} is not one of the backbones ({', '.join(names)})")
@@ -310,7 +312,7 @@ def compare_backbones(
                     _append_partial(out_dir / PARTIAL, [result])
     payload = summarise(plans, done, names, reference, settings)
     payload["backbones"] = [{"name": b.name, "description": b.spec.description, "arch": b.spec.arch, "image_size": b.spec.image_size,
-                             "epoch": b.spec.epoch, "checkpoint": str(b.spec.checkpoint) if b.spec.checkpoint else None} for b in backbones]  # fmt: skip
+                             "epoch": b.spec.epoch, "checkpoint": str(b.spec.checkpoint) if b.spec.checkpoint else None, "readout": b.spec.readout} for b in backbones]  # fmt: skip
     files = write_compare_outputs(payload, out_dir)
     (out_dir / PARTIAL).unlink(missing_ok=True)
     shutil.rmtree(out_dir / FINETUNE_STATE, ignore_errors=True)

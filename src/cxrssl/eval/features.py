@@ -1,5 +1,11 @@
 """Frozen features: the backbone's global-average-pooled last layer, head discarded.
 
+Or, with the ``blocks`` readout, the global-average-pooled output of each of the four
+residual stages, concatenated (64 + 128 + 256 + 512 = 960 values for resnet18/34; 3,840
+for resnet50): earlier stages keep the local texture and edge statistics that a
+last-layer readout of a randomly initialised or briefly pretrained network may wash
+out. The probe standardises every feature, so stages of different scale weigh alike.
+
 Extracting features is the slow part of every probe, so features are cached on disk,
 keyed by what determines them: the backbone (the checkpoint's weights file, by
 content, or the architecture and seed of a random initialisation), the images (their
@@ -18,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -52,6 +59,26 @@ def extract_features(
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), np.float32)
 
 
+class BlockReadout(nn.Module):
+    """A ResNet backbone read at every residual stage: the concatenated global-average-pooled outputs of layer1 to layer4."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        net = self.backbone
+        x = net.maxpool(net.relu(net.bn1(net.conv1(pixels))))
+        pooled = []
+        for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
+            x = stage(x)
+            pooled.append(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return torch.cat(pooled, dim=1)
+
+
+READOUTS = {"last": "the last stage, pooled", "blocks": "every residual stage, pooled and concatenated"}
+
+
 def random_backbone(arch: str, seed: int) -> nn.Module:
     """The backbone a run with this seed starts from: the 'no pretraining' baseline."""
     seed_everything(seed)
@@ -69,6 +96,11 @@ class BackboneSpec:
     init: str = "random"  # without a checkpoint: random, imagenet or a weights file (cxrssl.weights)
     epoch: int = 0
     pretext_fraction: float | None = None  # share of patients it was pretrained on
+    readout: str = "last"  # which features the probe reads: READOUTS
+
+    def __post_init__(self):
+        if self.readout not in READOUTS:
+            raise CxrsslError(f"unknown readout {self.readout!r}; choose one of {', '.join(READOUTS)}")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> "BackboneSpec":
@@ -80,9 +112,9 @@ class BackboneSpec:
         return cls(metadata["arch"], int(metadata["image_size"]), path, epoch=int(metadata["epoch"]), pretext_fraction=fraction)
 
     @classmethod
-    def random(cls, arch: str, image_size: int, seed: int = 0) -> "BackboneSpec":
+    def random(cls, arch: str, image_size: int, seed: int = 0, readout: str = "last") -> "BackboneSpec":
         build_backbone(arch)  # validates the name before any image is decoded
-        return cls(arch, image_size, None, seed)
+        return cls(arch, image_size, None, seed, readout=readout)
 
     @classmethod
     def from_init(cls, init: str, arch: str, image_size: int, seed: int = 0) -> "BackboneSpec":
@@ -95,10 +127,12 @@ class BackboneSpec:
     @property
     def description(self) -> str:
         if self.checkpoint:
-            return str(self.checkpoint)
-        if self.init == "imagenet":
-            return f"{self.arch} with ImageNet weights"
-        return f"{self.arch} from {self.init}" if self.init != "random" else f"random {self.arch} (seed {self.seed})"
+            text = str(self.checkpoint)
+        elif self.init == "imagenet":
+            text = f"{self.arch} with ImageNet weights"
+        else:
+            text = f"{self.arch} from {self.init}" if self.init != "random" else f"random {self.arch} (seed {self.seed})"
+        return text if self.readout == "last" else f"{text}, {self.readout} readout"
 
     @property
     def init_label(self) -> str:
@@ -106,11 +140,17 @@ class BackboneSpec:
         return {"random": "random init", "imagenet": "ImageNet"}.get(self.init, f"init {Path(self.init).stem}")
 
     def build(self) -> nn.Module:
+        """The backbone as weights (for fine-tuning and Grad-CAM: the readout does not apply)."""
         if self.checkpoint:
             return load_backbone(self.checkpoint)[0]
         if self.init != "random":
             return initial_backbone(self.arch, self.init).eval()
         return random_backbone(self.arch, self.seed)
+
+    def build_reader(self) -> nn.Module:
+        """The module whose output is this spec's features: the backbone, read as ``readout`` says."""
+        backbone = self.build()
+        return backbone if self.readout == "last" else BlockReadout(backbone).eval()
 
     def identity(self) -> str:
         """What the features depend on, as text: weights by content, or how they were drawn."""
@@ -137,13 +177,14 @@ def feature_cache_dir() -> Path:
 
 def features_for(spec: BackboneSpec, images: ImageSet, progress: bool = False, use_cache: bool = True) -> np.ndarray:
     """Features of ``images`` under ``spec``, from the cache when they were computed before."""
-    key = hashlib.sha256(f"{FEATURE_VERSION}|{spec.identity()}|{images.digest}".encode()).hexdigest()[:32]
+    readout = "" if spec.readout == "last" else f"|readout {spec.readout}"  # the last-stage keys are those from before readouts existed
+    key = hashlib.sha256(f"{FEATURE_VERSION}|{spec.identity()}{readout}|{images.digest}".encode()).hexdigest()[:32]
     path = feature_cache_dir() / f"{key}.npz"
     if use_cache and path.is_file():
         with np.load(path) as stored:
             if stored["features"].shape[0] == len(images):
                 return stored["features"]
-    features = extract_features(spec.build(), images, progress=progress)
+    features = extract_features(spec.build_reader(), images, progress=progress)
     if use_cache:
         atomic_save_npz(path, features=features)
     return features
