@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -39,6 +41,20 @@ def test_saved_model_round_trip(tmp_path, fitted):
     for name, tensor in backbone.state_dict().items():
         assert torch.equal(loaded.backbone.state_dict()[name], tensor)
     assert not any(p.suffix == ".pkl" for p in (tmp_path / "m").iterdir())
+
+
+@pytest.mark.parametrize("damage", [lambda m: m.pop("probe"), lambda m: m["probe"].pop("threshold"), lambda m: m["probe"].update(c="half")])
+def test_a_saved_model_with_a_damaged_probe_is_refused_with_one_line(tmp_path, fitted, damage):
+    from cxrssl.checkpoint import CheckpointError
+
+    save_model(tmp_path / "m", build_backbone("resnet18"), fitted[2], "resnet18", 64, "random resnet18 (seed 0)", {"auc": 0.9})
+    path = tmp_path / "m" / "model.json"
+    metadata = json.loads(path.read_text())
+    damage(metadata)
+    path.write_text(json.dumps(metadata))
+    with pytest.raises(CheckpointError, match="the saved probe is incomplete") as error:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
 
 
 def test_a_pretraining_checkpoint_is_not_a_saved_model(tmp_path):
