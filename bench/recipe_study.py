@@ -107,13 +107,14 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
     if judging:
         (results / "judging.yaml").write_text(yaml.safe_dump(judging, sort_keys=True))
 
-    cache = work / f"pool{size}.cache"
-    if not (cache / "cache.json").is_file():
-        cxrssl("cache", str(DATA / study["pool"]), "-o", str(cache), "--size", str(size), "--quiet")
     run = work / "arms" / arm.get("run_of", name) / "run"
-    if "run_of" in arm and json.loads((run / "status.json").read_text())["state"] != "complete":
+    complete = (run / "status.json").is_file() and json.loads((run / "status.json").read_text())["state"] == "complete"
+    if not complete and "run_of" in arm:
         raise SystemExit(f"arm {name} judges the run of arm {arm['run_of']}: run that arm first")
-    if not (run / "status.json").is_file() or json.loads((run / "status.json").read_text())["state"] != "complete":
+    if not complete:
+        cache = work / f"pool{size}.cache"
+        if not (cache / "cache.json").is_file():
+            cxrssl("cache", str(DATA / study["pool"]), "-o", str(cache), "--size", str(size), "--quiet")
         resume = ["--resume"] if (run / "state" / "last.json").is_file() else []
         cxrssl("pretrain", "--data", str(cache), "--out", str(run), "--config", str(config_file), "--quiet", *resume)
     for record in RECORDS:
@@ -172,7 +173,7 @@ def table(study: dict) -> str:
         budgets = task.get("labels", study["labels"]).split(",")
         lines += [f"**{task['name']}**", "", "| arm | what changes | pretraining (min) | " + " | ".join(f"{b}/class" for b in budgets) + " |",
                   "|---|---|---|" + "---|" * len(budgets)]  # fmt: skip
-        randoms = {}  # random initialisation's AUC per readout
+        randoms = {}  # random initialisation's AUC per probe size and readout
         for arm in study["arms"]:
             found = study["results"] / arm["name"] / f"{task['name']}_compare.json"
             if not found.is_file():
@@ -199,8 +200,9 @@ def versus(study: dict, first: str, second: str, random_init: bool = False) -> s
     """Paired AUC difference between two arms' last epochs, fold by fold.
 
     Every arm is compared on the same plan (folds and label draws come from the task and
-    the seed alone), which the random-init rows of both fold files must confirm; the
-    interval is the corrected resampled t over the same folds, with K-fold CV's ratio 1/(K-1).
+    the seed alone), which the training and test sizes of both fold files' random-init
+    rows must confirm (their AUCs may differ: another readout or probe size); the interval
+    is the corrected resampled t over the same folds, with K-fold CV's ratio 1/(K-1).
     """
     import csv
 

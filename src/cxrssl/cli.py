@@ -165,6 +165,10 @@ INIT_HELP = ("a backbone that was not pretrained here: random (the baseline), im
              "from its cache) or a .pth/.safetensors state dict or cxrssl checkpoint .json")
 
 
+READOUTS = ("last", "blocks")  # eval.features.READOUTS, named here so parsing imports no torch
+READOUT_HELP = "features the probe reads: the last stage, pooled (default, the paper's), or every residual stage, pooled and concatenated"
+
+
 def _backbone_spec(args):
     from cxrssl.eval.features import BackboneSpec
 
@@ -505,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--data", required=True, help="manifest CSV or cache folder")
     extract.add_argument("-o", "--output", default="features.npz", help="npz with features, path, patient_id, label, split")
     extract.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
-    extract.add_argument("--readout", choices=("last", "blocks"), default="last", help="the last stage, pooled (default), or every residual stage, pooled and concatenated")
+    extract.add_argument("--readout", choices=READOUTS, default="last", help=READOUT_HELP)
     extract.set_defaults(handler=cmd_extract)
 
     def add_result_flags(verb, output: str, label: str) -> None:
@@ -609,8 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--bootstrap", type=int, default=2000, help="patient resamples when the task has an official test split")
     compare.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
     compare.add_argument("--jobs", type=int, default=0, help="worker processes for the fits (default: one per core)")
-    compare.add_argument("--readout", choices=("last", "blocks"), default="last",
-                         help="features the probe reads: the last stage (default, the paper's) or every residual stage pooled and concatenated")  # fmt: skip
+    compare.add_argument("--readout", choices=READOUTS, default="last", help=READOUT_HELP)
     compare.add_argument("--finetune", action="store_true", help="also fine-tune every backbone end to end (see `cxrssl finetune`)")
     compare.add_argument("--finetune-labels", type=_budgets, default=[25, 100, None], metavar="25,100,all",
                          help="budgets to fine-tune at, among --labels (default 25,100,all)")  # fmt: skip

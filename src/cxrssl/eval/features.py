@@ -147,6 +147,11 @@ class BackboneSpec:
             return initial_backbone(self.arch, self.init).eval()
         return random_backbone(self.arch, self.seed)
 
+    def require_last_stage(self, use: str) -> None:
+        """Refuse a ``use`` that pairs this spec with its last stage (a saved model, Grad-CAM, fine-tuning) under another readout."""
+        if self.readout != "last":
+            raise CxrsslError(f"{use} works from the last stage, not the {self.readout} readout; use the default readout for it")
+
     def build_reader(self) -> nn.Module:
         """The module whose output is this spec's features: the backbone, read as ``readout`` says."""
         backbone = self.build()

@@ -118,7 +118,6 @@ def load_model(folder: str | Path) -> SavedModel:
 
 def save_probe_model(folder: str | Path, spec, result) -> Path:
     """``probe --save-model``: the backbone of ``spec`` and the probe fitted in ``result`` (a ProbeResult)."""
-    if spec.readout != "last":
-        raise CxrsslError(f"a saved model reads the last stage only, not the {spec.readout} readout; probe with the default readout to save one")
+    spec.require_last_stage("a saved model")
     probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
     return save_model(folder, spec.build(), probe, spec.arch, spec.image_size, spec.description, result.metrics)

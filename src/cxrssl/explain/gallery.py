@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cxrssl.data.images import ImageSet
-from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.model import LinearProbe, ProbeModel
 from cxrssl.eval.probe import ProbeResult
@@ -73,8 +72,7 @@ def draw_galleries(
     frozen backbone of ``spec`` with the probe of ``result`` folded on top.
     """
     if model is None:
-        if spec.readout != "last":
-            raise CxrsslError(f"Grad-CAM explains a probe of the last stage, not of the {spec.readout} readout")
+        spec.require_last_stage("Grad-CAM")
         probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
         model = ProbeModel(spec.build(), probe.folded()).eval()
     labels = task.manifest.labels
