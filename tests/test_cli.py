@@ -216,3 +216,92 @@ def test_cache_refuses_a_folder_it_did_not_make_and_its_own_manifest(tmp_path, p
     (copy / "labels.csv").rename(copy / "manifest.csv")
     assert main(["cache", str(copy / "manifest.csv"), "-o", str(copy), "--size", "32", "--quiet"]) == 2
     assert "would overwrite the input" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def findings_run(tmp_path_factory):
+    """Phantoms with findings and a one-epoch demo run on them: a multi-label task with a known answer."""
+    folder = tmp_path_factory.mktemp("findings")
+    assert main(["phantom", str(folder / "data"), "--findings", "--n", "160", "--size", "64", "--seed", "4"]) == 0
+    run = folder / "run"
+    assert main(["pretrain", "--data", str(folder / "data" / "labels.csv"), "--out", str(run), "--config", "demo", "--image-size", "32",
+                 "--batch-size", "16", "--epochs", "1", "--quiet"]) == 0  # fmt: skip
+    return folder / "data" / "labels.csv", run / "checkpoints" / "epoch_0001.json"
+
+
+def test_probe_predict_table_and_report_per_finding_through_the_cli(tmp_path, findings_run, capsys):
+    task, checkpoint = findings_run
+    out, model = tmp_path / "probe.json", tmp_path / "model"
+    assert main(["probe", "--checkpoint", str(checkpoint), "--task", str(task), "-o", str(out), "--bootstrap", "50",
+                 "--min-patients", "3", "--save-model", str(model), "--quiet"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| Cardiomegaly | Consolidation | Edema | Effusion | mean AUC |" in printed
+    result = json.loads(out.read_text())
+    assert result["kind"] == "cxrssl-findings-probe" and result["macro_over"]
+    assert result["macro_auc"] == pytest.approx(np.mean([e["metrics"]["auc"] for e in result["findings"] if "metrics" in e]))
+    # predict reproduces the probe's test probabilities of every fitted finding
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "probe_predictions.csv")))
+    images = [str(task.parent / row["path"]) for row in rows[:6]]
+    assert main(["predict", "--model", str(model), *images, "--heatmaps", str(tmp_path / "maps"), "--finding", "Cardiomegaly"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    for line, row in zip(lines, rows):
+        cells = dict(cell.split("=") for cell in line.split("\t")[1:-1])
+        for name in result["macro_over"]:
+            assert float(cells[f"p({name})"]) == pytest.approx(float(row[f"p_{name}"]), abs=2e-4)
+    assert len(list((tmp_path / "maps").glob("*_Cardiomegaly_gradcam.png"))) == 6
+    assert main(["table", str(out), "-o", str(tmp_path / "t.md")]) == 0
+    assert "mean AUC" in (tmp_path / "t.md").read_text() and (tmp_path / "t.csv").read_text().startswith("dataset,pretext,finding")
+    assert main(["gradcam", "--checkpoint", str(checkpoint), "--task", str(task), "--finding", "Effusion", "--min-patients", "3",
+                 "--bootstrap", "10", "-n", "4", "-o", str(tmp_path / "g.png"), "--quiet"]) == 0  # fmt: skip
+    assert "correctly classified Effusion" in capsys.readouterr().out and (tmp_path / "g_errors.png").is_file()
+    assert main(["tsne", "--checkpoints", str(checkpoint), "--task", str(task), "--finding", "Edema", "-o", str(tmp_path / "ts.png"), "--quiet"]) == 0
+    assert {"Edema", "no Edema"} >= {line.split(",")[3] for line in (tmp_path / "ts.csv").read_text().splitlines()[1:]}
+    report = tmp_path / "r.html"
+    assert main(["report", "--run", str(checkpoint.parent.parent), "--task", str(task), "--bootstrap", "20", "--min-patients", "3",
+                 "--finding", "Cardiomegaly", "-o", str(report), "--quiet"]) == 0  # fmt: skip
+    page = report.read_text()
+    assert "Per finding: final checkpoint against its random initialisation" in page and "Correctly classified Cardiomegaly" in page
+
+
+def test_compare_and_finetune_per_finding_on_a_chexpert_tree_under_each_uncertainty_policy(tmp_path, capsys):
+    """The same phantom CheXpert tree indexed with U-Ignore, U-Ones and U-Zeros; each gives the entries its policy keeps."""
+    import csv
+
+    assert main(["phantom", str(tmp_path / "cx"), "--chexpert", "--n", "200", "--size", "64", "--seed", "6"]) == 0
+    root = tmp_path / "cx" / "CheXpert-v1.0-small"
+    raw = list(csv.DictReader(open(root / "train.csv")))
+    uncertain = sum(row["Edema"] == "-1.0" for row in raw)
+    positive = sum(row["Edema"] == "1.0" for row in raw)
+    assert uncertain > 0
+    import torch
+    import torchvision
+
+    torch.manual_seed(1)
+    other = tmp_path / "other.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), other)
+    counted = {}
+    for policy in ("ignore", "ones", "zeros"):
+        manifest = tmp_path / f"{policy}.csv"
+        assert main(["index", "chexpert", str(root), "--task", "competition", "--uncertain", policy, "-o", str(manifest)]) == 0
+        rows = [row for row in csv.DictReader(open(manifest)) if row["split"] == "train"]
+        counted[policy] = (sum(row["finding:Edema"] == "1" for row in rows), sum(row["finding:Edema"] == "" for row in rows))
+        out = tmp_path / f"cmp_{policy}"
+        assert main(["compare", "--init", "random", "--init", str(other), "--task", str(manifest), "--image-size", "32",
+                     "--labels", "40,all", "--repeats", "2", "--inner-folds", "3", "--min-patients", "3", "--bootstrap", "200",
+                     "--jobs", "1", "-o", str(out), "--quiet"]) == 0  # fmt: skip
+        summary = json.loads((out / "compare.json").read_text())["tasks"][0]
+        assert summary["design"] == "fixed_test" and summary["budget_unit"] == "patients"
+        assert "Atelectasis" in summary["excluded"]["probe|all"]  # never drawn on the phantoms: one class only, named
+        assert {row["finding"] for row in summary["rows"]} == {"mean"} and summary["finding_rows"]
+    # hand count: U-Ignore drops the uncertain entries, U-Ones makes them positive, U-Zeros negative; blank is negative for all three
+    assert counted["ignore"] == (positive, uncertain)
+    assert counted["ones"] == (positive + uncertain, 0)
+    assert counted["zeros"] == (positive, 0)
+    out = tmp_path / "ft.json"
+    assert main(["finetune", "--init", "random", "--image-size", "32", "--task", str(tmp_path / "ignore.csv"), "--min-patients", "3",
+                 "--epochs", "1", "--batch-size", "16", "--bootstrap", "20", "-o", str(out), "--save-model", str(tmp_path / "ftm"), "--quiet"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["method"] == "finetune" and result["split_source"] == "manifest" and result["macro_over"]
+    assert json.loads((tmp_path / "ftm" / "model.json").read_text())["probe"]["findings"]

@@ -28,7 +28,15 @@ def test_demo_pipeline_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["losses"] == results["losses"]
     # Every stage is timed, and the stages add up to the whole (each rounded to 0.1 s).
-    assert list(results["stages_s"]) == ["phantoms", "pretraining", "comparison", "tables", "report"]  # in the order they ran
+    assert list(results["stages_s"]) == ["phantoms", "pretraining", "comparison", "findings comparison", "tables", "report"]  # in the order they ran
+    # The multi-label stage: the macro mean AUC of the phantom findings per budget, per finding in its compare.json.
+    assert [(row["backbone"], row["budget"], row["finding"]) for row in results["findings_rows"]] == [
+        ("SimCLR 2 epochs", "20", "mean"), ("random init", "20", "mean"), ("SimCLR 2 epochs", "all", "mean"), ("random init", "all", "mean")
+    ]  # fmt: skip
+    findings = json.loads((tmp_path / "compare_findings" / "compare.json").read_text())["tasks"][0]
+    assert findings["findings"] == ["Cardiomegaly", "Consolidation", "Edema", "Effusion"] and findings["finding_rows"]
+    assert "Per finding (macro mean AUC): " + demo_claim({"reference": "random init", "tasks": [findings]}) in results["claim"]
+    assert "| labelled patients | backbone | Cardiomegaly | Consolidation | Edema | Effusion | mean AUC |" in table
     assert saved["stages_s"] == results["stages_s"]
     assert abs(sum(saved["stages_s"].values()) - saved["wall_s"]) <= 0.3
     # The pool (pretraining) and the task (probe) are different patients' films.

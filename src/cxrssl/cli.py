@@ -46,6 +46,19 @@ def _budgets(text: str) -> list[int | None]:
     return sorted(set(budgets), key=lambda b: float("inf") if b is None else b)
 
 
+def _findings(text: str) -> tuple[str, ...]:
+    """``all`` (every finding of the task: empty tuple) or comma-separated finding names."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give 'all' or finding names separated by commas, e.g. Atelectasis,Edema")
+    return () if names == ("all",) else names
+
+
+FINDINGS_HELP = ("evaluate per finding (a manifest with findings columns): 'all' or names separated by commas; "
+                 "default: per finding when the manifest has findings and no label")  # fmt: skip
+MIN_PATIENTS_HELP = "per finding: positive and negative labelled patients a test part needs for the finding to be scored (default 5)"
+
+
 def _fractions(text: str) -> dict[str, float]:
     try:
         values = [float(part) for part in text.split(",")]
@@ -57,9 +70,21 @@ def _fractions(text: str) -> dict[str, float]:
 
 
 def cmd_phantom(args) -> None:
-    from cxrssl.data.phantom import write_phantom_dataset
+    from cxrssl.data.phantom import parse_findings_option, parse_prevalence_option, write_phantom_chexpert, write_phantom_dataset
 
-    manifest = write_phantom_dataset(args.out, n=args.n, size=args.size, seed=args.seed, positive_fraction=args.positive_fraction)
+    findings = parse_findings_option(args.findings) if args.findings else False
+    prevalence = parse_prevalence_option(args.prevalence) if args.prevalence else None
+    if prevalence and not (findings or args.chexpert):
+        raise CxrsslError("--prevalence needs --findings or --chexpert")
+    if args.chexpert:
+        tree = write_phantom_chexpert(args.out, n=args.n, seed=args.seed, size=args.size, uncertain_fraction=args.uncertain_fraction,
+                                      valid_fraction=args.valid_fraction, findings=findings or True, prevalence=prevalence)  # fmt: skip
+        n_valid = sum(film.split == "valid" for film in tree.films)
+        print(f"wrote {args.n} phantom radiographs as a CheXpert tree: {tree.train_csv} ({args.n - n_valid} films) and {tree.valid_csv} ({n_valid}); "
+              f"index it with `cxrssl index chexpert {tree.root} --task competition`")  # fmt: skip
+        return
+    manifest = write_phantom_dataset(args.out, n=args.n, size=args.size, seed=args.seed, positive_fraction=args.positive_fraction, findings=findings,
+                                     prevalence=prevalence)  # fmt: skip
     print(f"wrote {args.n} phantom radiographs, {manifest} and {Path(args.out) / 'contact_sheet.png'}")
 
 
@@ -81,11 +106,12 @@ def cmd_split(args) -> None:
 def cmd_index(args) -> None:
     from collections import Counter
 
+    from cxrssl.data.findings import finding_labels
     from cxrssl.data.io import write_unreadable_list
     from cxrssl.data.manifest import write_manifest
     from cxrssl.data.sources import IndexOptions, index_dataset
 
-    options = IndexOptions(views=args.views, task=args.task, seed=args.seed, unlabelled=args.unlabelled)
+    options = IndexOptions(views=args.views, task=args.task, seed=args.seed, unlabelled=args.unlabelled, uncertain=args.uncertain)
     result = index_dataset(args.kind, args.root, options)
     output = write_manifest(result.manifest, args.output)
     manifest = result.manifest
@@ -94,6 +120,9 @@ def cmd_index(args) -> None:
     print(f"wrote {output}: {len(manifest)} images of {len(set(manifest.patient_keys))} patients")
     print("  labels: " + ", ".join(f"{label} {count}" for label, count in sorted(labels.items())))
     print("  splits: " + ", ".join(f"{split} {count}" for split, count in sorted(splits.items())))
+    findings = finding_labels(manifest)
+    if findings is not None:
+        print(f"  findings: {len(findings.names)} ({', '.join(findings.names)})")
     for note in result.notes:
         print(f"  {note}")
     if result.skipped:
@@ -189,6 +218,8 @@ def _probe_settings(args):
         bootstrap=getattr(args, "bootstrap", 1000),
         folds=getattr(args, "folds", 5),
         split_policy=getattr(args, "split_policy", "refuse"),
+        findings=getattr(args, "findings", None),
+        min_patients=getattr(args, "min_patients", 5),
     )
 
 
@@ -207,19 +238,25 @@ def cmd_extract(args) -> None:
 
 def cmd_probe(args) -> None:
     from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload, write_predictions
+    from cxrssl.eval.multilabel import FindingsProbeResult
     from cxrssl.fileio import atomic_write_json
-    from cxrssl.report.tables import paper_markdown_table
+    from cxrssl.report.tables import findings_markdown_table, paper_markdown_table
 
     output = Path(args.output)
     check_outputs([output, output.with_name(output.stem + "_predictions.csv")], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
-    task = load_task(args.task, spec.image_size, progress=not args.quiet)
-    result = evaluate_backbone(spec, task, _probe_settings(args), progress=not args.quiet)
+    settings = _probe_settings(args)
+    task = load_task(args.task, spec.image_size, progress=not args.quiet, settings=settings)
+    result = evaluate_backbone(spec, task, settings, progress=not args.quiet)
+    per_finding = isinstance(result, FindingsProbeResult)
     payload = result_payload(spec, args.task, result, args.dataset, args.label)
     atomic_write_json(output, payload)
     predictions = write_predictions(result, task, output.with_name(output.stem + "_predictions.csv"))
-    print(paper_markdown_table([payload]))
-    print(f"chosen C {result.chosen_c} (cross-validated AUC {result.cv_auc[result.chosen_c]:.3f}); confusion {result.confusion}")
+    if per_finding:
+        print(findings_markdown_table([payload]))
+    else:
+        print(paper_markdown_table([payload]))
+        print(f"chosen C {result.chosen_c} (cross-validated AUC {result.cv_auc[result.chosen_c]:.3f}); confusion {result.confusion}")
     if result.purged[0]:
         print(f"--split-policy purge: dropped {result.purged[0]} training image(s) of {result.purged[1]} patient(s) who are also in the test part")
     print(f"wrote {output} and {predictions}")
@@ -233,7 +270,10 @@ def cmd_probe(args) -> None:
 def cmd_tsne(args) -> None:
     from cxrssl.eval.evaluate import load_task
     from cxrssl.eval.features import BackboneSpec
+    from cxrssl.eval.probe import ProbeSettings
     from cxrssl.explain.tsne import tsne_panels
+
+    args.findings = (args.finding,) if args.finding else None
 
     check_outputs([Path(args.output), Path(args.output).with_suffix(".csv")], [args.task, *args.checkpoints])
     specs = [BackboneSpec.from_checkpoint(path) for path in args.checkpoints]
@@ -241,8 +281,9 @@ def cmd_tsne(args) -> None:
         raise CxrsslError("the checkpoints were trained at different image sizes; give checkpoints of one run (or one image size)")
     if args.random:
         specs.insert(0, BackboneSpec.random(specs[0].arch, specs[0].image_size, args.seed))
-    task = load_task(args.task, specs[0].image_size, progress=not args.quiet)
-    figure, coordinates = tsne_panels(specs, task, args.output, seed=args.seed, progress=not args.quiet)
+    settings = _probe_settings(args) if args.finding else ProbeSettings()
+    task = load_task(args.task, specs[0].image_size, progress=not args.quiet, settings=settings)
+    figure, coordinates = tsne_panels(specs, task, args.output, seed=args.seed, progress=not args.quiet, finding=args.finding)
     print(f"wrote {figure} ({len(specs)} panels, {len(task)} images) and {coordinates}")
 
 
@@ -254,20 +295,33 @@ def cmd_gradcam(args) -> None:
     errors = output.with_name(output.stem + "_errors.png")
     check_outputs([output, errors], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
-    task = load_task(args.task, spec.image_size, progress=not args.quiet)
-    result = evaluate_backbone(spec, task, _probe_settings(args), progress=not args.quiet)
-    draw_galleries(spec, task, result, output, errors, count=args.n)
-    print(f"wrote {output} (correctly classified {result.positive}) and {errors} (false positives and negatives), from the test part")
+    args.findings = (args.finding,) if args.finding else None
+    settings = _probe_settings(args)
+    task = load_task(args.task, spec.image_size, progress=not args.quiet, settings=settings)
+    result = evaluate_backbone(spec, task, settings, progress=not args.quiet)
+    draw_galleries(spec, task, result, output, errors, count=args.n, finding=args.finding)
+    print(f"wrote {output} (correctly classified {_shown_class(result, args.finding)}) and {errors} (false positives and negatives), from the test part")
+
+
+def _shown_class(result, finding: str | None) -> str:
+    """The class a Grad-CAM gallery shows: the positive class, or the finding explained."""
+    from cxrssl.explain.gallery import chosen_finding
+
+    return chosen_finding(result, finding) if hasattr(result, "fit") else result.positive
 
 
 def cmd_predict(args) -> int:
     from cxrssl.explain.predict import predict_images
 
-    predictions, unreadable = predict_images(args.model, args.images, heatmaps=args.heatmaps)
+    predictions, unreadable = predict_images(args.model, args.images, heatmaps=args.heatmaps, finding=args.finding)
     for path, reason in unreadable:
         print(f"warning: skipped {path}: {reason}", file=sys.stderr)
     for prediction in predictions:
-        print(f"{prediction.path}\tp({prediction.positive})={prediction.probability:.4f}\t{prediction.predicted}")
+        if prediction.probabilities is not None:
+            cells = "\t".join(f"p({name})={p:.4f}" for name, p in prediction.probabilities.items())
+            print(f"{prediction.path}\t{cells}\t{prediction.predicted}")
+        else:
+            print(f"{prediction.path}\tp({prediction.positive})={prediction.probability:.4f}\t{prediction.predicted}")
     return 0 if predictions else 2
 
 
@@ -281,14 +335,21 @@ def cmd_report(args) -> None:
     for path, found in zip(args.compare or [], compares):
         if not is_compare(found):
             raise CxrsslError(f"{path}: a probe result, not a compare.json; pass the compare.json of `cxrssl compare` to --compare")
-    output = build_report(args.run, args.task, args.output, _probe_settings(args), progress=not args.quiet, compares=compares)
+    output = build_report(args.run, args.task, args.output, _probe_settings(args), progress=not args.quiet, compares=compares, finding=args.finding)
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, self-contained)")
 
 
 def cmd_table(args) -> None:
     from cxrssl.fileio import atomic_write_text
-    from cxrssl.report.compare import is_compare, read_result
-    from cxrssl.report.tables import compare_csv_table, compare_markdown_table, paper_csv_table, paper_markdown_table
+    from cxrssl.report.compare import is_compare, is_findings_result, read_result
+    from cxrssl.report.tables import (
+        compare_csv_table,
+        compare_markdown_table,
+        findings_csv_table,
+        findings_markdown_table,
+        paper_csv_table,
+        paper_markdown_table,
+    )
 
     output = Path(args.output)
     check_outputs([output.with_suffix(".md"), output.with_suffix(".csv")], args.results)
@@ -296,7 +357,12 @@ def cmd_table(args) -> None:
     results, compares = [r for r in found if not is_compare(r)], [r for r in found if is_compare(r)]
     if results and compares:
         raise CxrsslError("give probe results or compare.json files, not both: they make different tables")
-    if results:
+    per_finding = [r for r in results if is_findings_result(r)]
+    if per_finding and len(per_finding) != len(results):
+        raise CxrsslError("give per-finding results or binary results, not both: they make different tables")
+    if per_finding:
+        table, csv_text = findings_markdown_table(results), findings_csv_table(results)
+    elif results:
         table, csv_text = paper_markdown_table(results), paper_csv_table(results)
     else:
         table = "\n".join(compare_markdown_table(found) for found in compares)
@@ -347,14 +413,15 @@ def cmd_compare(args) -> None:
     from cxrssl.report.compare import COMPARE_FILES
     from cxrssl.report.tables import compare_markdown_table
 
-    probe = ProbeSettings(positive=args.positive, seed=args.seed, bootstrap=0, folds=args.inner_folds, split_policy=args.split_policy)
+    probe = ProbeSettings(positive=args.positive, seed=args.seed, bootstrap=0, folds=args.inner_folds, split_policy=args.split_policy,
+                          findings=args.findings, min_patients=args.min_patients)  # fmt: skip
     finetune = _finetune_settings(args) if args.finetune else None
     settings = CompareSettings(tuple(args.labels), args.folds, args.repeats, probe, args.reference, args.bootstrap, args.jobs,
                                finetune, tuple(args.finetune_labels), args.finetune_repeats)  # fmt: skip
     check_outputs([Path(args.output) / name for name in COMPARE_FILES], [*args.task, *(c.rpartition("=")[2] for c in args.checkpoint)])
     backbones = _named_backbones(args)
     size = common_image_size(backbones)  # refused here, before any task is decoded
-    tasks = [(dataset_name(task), load_task(task, size, progress=not args.quiet)) for task in args.task]
+    tasks = [(dataset_name(task), load_task(task, size, progress=not args.quiet, settings=probe)) for task in args.task]
     comparison = compare_backbones(backbones, tasks, args.output, settings, progress=not args.quiet, overwrite=args.overwrite)
     print(compare_markdown_table(comparison.payload))
     print(f"wrote {comparison.folder}/: {', '.join(COMPARE_FILES)}")
@@ -370,37 +437,41 @@ def _finetune_settings(args):
 
 
 def cmd_finetune(args) -> None:
-    from cxrssl.eval.evaluate import finetune_backbone, load_task, write_predictions
+    from cxrssl.eval.evaluate import finetune_backbone, finetune_findings_backbone, load_task, write_predictions
+    from cxrssl.eval.multilabel import wants_findings
     from cxrssl.fileio import atomic_write_json
-    from cxrssl.report.tables import paper_markdown_table
+    from cxrssl.report.tables import findings_markdown_table, paper_markdown_table
 
     output = Path(args.output)
     figures = [Path(args.gradcam), Path(args.gradcam).with_name(Path(args.gradcam).stem + "_errors.png")] if args.gradcam else []
     check_outputs([output, output.with_name(output.stem + "_predictions.csv"), *figures], [args.task, args.checkpoint])
     spec = _backbone_spec(args)
-    task = load_task(args.task, spec.image_size, progress=not args.quiet)
-    result, fit, payload = finetune_backbone(spec, task, args.task, _probe_settings(args), _finetune_settings(args), output, args.dataset, args.label,
-                                             progress=not args.quiet)  # fmt: skip
+    settings = _probe_settings(args)
+    task = load_task(args.task, spec.image_size, progress=not args.quiet, settings=settings)
+    per_finding = wants_findings(task.manifest, settings)
+    run = finetune_findings_backbone if per_finding else finetune_backbone
+    result, fit, payload = run(spec, task, args.task, settings, _finetune_settings(args), output, args.dataset, args.label, progress=not args.quiet)
     atomic_write_json(output, payload)
     predictions = write_predictions(result, task, output.with_name(output.stem + "_predictions.csv"))
-    print(paper_markdown_table([payload]))
+    print((findings_markdown_table if per_finding else paper_markdown_table)([payload]))
     curve = ", ".join(f"{auc:.3f}" for auc in fit.val_auc)
     print(f"chosen epoch {fit.chosen_epoch} of {len(fit.val_auc)} by validation AUC ({curve}); {fit.n_fit} images fitted, {fit.n_val} validated")
     print(f"wrote {output} and {predictions}")
+    probe = fit.findings_probe([n for n in result.fit.names if n in result.fit.thresholds]) if per_finding else fit.probe(result.positive, result.negative)
     if args.gradcam:
         from cxrssl.eval.model import ProbeModel
         from cxrssl.explain.gallery import draw_galleries
 
-        network = ProbeModel(fit.model.backbone, fit.probe(result.positive, result.negative).folded()).eval()
+        network = ProbeModel(fit.model.backbone, probe.folded()).eval()
         figure = Path(args.gradcam)
         errors = figure.with_name(figure.stem + "_errors.png")
-        draw_galleries(spec, task, result, figure, errors, model=network)
-        print(f"wrote {figure} (correctly classified {result.positive}) and {errors} (false positives and negatives), from the test part")
+        draw_galleries(spec, task, result, figure, errors, model=network, finding=args.finding)
+        print(f"wrote {figure} (correctly classified {_shown_class(result, args.finding)}) and {errors} (false positives and negatives), from the test part")
     if args.save_model:
         from cxrssl.eval.model import save_model
 
-        probe = fit.probe(result.positive, result.negative)
-        saved = save_model(args.save_model, fit.model.backbone, probe, spec.arch, spec.image_size, f"fine-tuned from {spec.description}", result.metrics)
+        metrics = result.fit.metrics if per_finding else result.metrics
+        saved = save_model(args.save_model, fit.model.backbone, probe, spec.arch, spec.image_size, f"fine-tuned from {spec.description}", metrics)
         print(f"saved the fine-tuned network to {saved.parent} (use: cxrssl predict --model {saved.parent} IMAGE...)")
 
 
@@ -433,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--positive-fraction", type=float, default=0.5, help="share of PNEUMONIA patients (default 0.5)")
+    phantom.add_argument("--findings", nargs="?", const="all", default=None, metavar="NAMES",
+                         help="multi-label mode: draw findings (all, or comma-separated from Consolidation, Cardiomegaly, Effusion, Edema) "
+                              "into a NIH-style findings column instead of PNEUMONIA/NORMAL")  # fmt: skip
+    phantom.add_argument("--prevalence", default=None, metavar="NAME=SHARE,...",
+                         help="findings mode: per-finding prevalence (default Consolidation=0.3,Cardiomegaly=0.25,Effusion=0.2,Edema=0.15)")
+    phantom.add_argument("--chexpert", action="store_true", help="write OUT/CheXpert-v1.0-small/ (train.csv, valid.csv, JPEG films) with CheXpert's columns and uncertain labels")
+    phantom.add_argument("--uncertain-fraction", type=float, default=0.1, help="--chexpert: share of positive and of negative train entries written -1.0 (default 0.1)")
+    phantom.add_argument("--valid-fraction", type=float, default=0.2, help="--chexpert: share of patients in valid.csv (default 0.2)")
     phantom.set_defaults(handler=cmd_phantom)
 
     split = verbs.add_parser("split", help="add a patient-level, label-stratified train/val/test split to a manifest")
@@ -449,12 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("root", help="the dataset's top folder (for csv: the manifest file)")
     index.add_argument("-o", "--output", required=True, help="manifest CSV to write")
     index.add_argument("--views", default="frontal", choices=("frontal", "lateral", "all"), help="chexpert: which views (default frontal)")
-    index.add_argument("--task", default="pneumonia", choices=("pneumonia", "all"), help="nih14: the paper's pneumonia task, or every image unlabelled")
+    index.add_argument("--task", default=None, choices=("pneumonia", "all", "findings", "pool", "competition", "all-findings"),
+                       help="nih14: pneumonia (default, the paper's task), all (every image, unlabelled) or findings (every image, its 14 findings); "
+                            "chexpert: pool (default, unlabelled), competition (the five competition findings) or all-findings (the 14 observations)")  # fmt: skip
+    index.add_argument("--uncertain", default="ignore", choices=("ignore", "ones", "zeros"),
+                       help="chexpert labelled tasks: an uncertain (-1) label becomes not labelled (ignore, default; U-Ignore), 1 (ones) or 0 (zeros)")
     index.add_argument("--seed", type=int, default=0, help="nih14: seed of the matched 'No Finding' images")
     index.add_argument("--unlabelled", action="store_true", help="folder: every image below ROOT, without classes")
     index.set_defaults(handler=cmd_index)
 
-    check = verbs.add_parser("check", help="decode every image of a manifest and report counts, sizes, unreadable files, duplicates, leaks")
+    check = verbs.add_parser("check", help="decode every image of a manifest and report counts (per finding too), sizes, unreadable files, duplicates, leaks")
     check.add_argument("manifest")
     check.add_argument("--json", help="also write the full report as JSON")
     check.add_argument("--limit", type=int, default=10, help="examples listed per problem (default 10)")
@@ -522,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument("--label", help=f"row label for tables (default: {label})")
         verb.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
         verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+        add_findings_flags(verb)
+
+    def add_findings_flags(verb) -> None:
+        verb.add_argument("--findings", type=_findings, metavar="all|A,B,...", help=FINDINGS_HELP)
+        verb.add_argument("--min-patients", type=int, default=5, help=MIN_PATIENTS_HELP)
 
     probe = verbs.add_parser("probe", help="logistic-regression probe of frozen features on a labelled manifest")
     add_result_flags(probe, "probe.json", "pretext fraction and epoch, or 'random init'")
@@ -533,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsne.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint .json files, e.g. epochs 10 25 50 100")
     tsne.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     tsne.add_argument("--random", action="store_true", help="add a panel for the random initialisation")
+    tsne.add_argument("--finding", help="multi-label task: colour the points by this finding (positive, negative, not labelled)")
     tsne.add_argument("-o", "--output", default="tsne.png", help="figure; the 2-D coordinates go to the same name .csv")
     tsne.add_argument("--seed", type=int, default=0)
     tsne.add_argument("--quiet", action="store_true")
@@ -542,6 +631,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_backbone_flags(gradcam)
     gradcam.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     gradcam.add_argument("--positive")
+    gradcam.add_argument("--finding", help="multi-label task: the finding to explain (default: the one with the best test AUC)")
+    gradcam.add_argument("--min-patients", type=int, default=5, help=MIN_PATIENTS_HELP)
     gradcam.add_argument("-n", type=int, default=8, help="images per figure (default 8)")
     gradcam.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the probe run first")
     gradcam.add_argument("-o", "--output", default="gradcam.png", help="figure; errors go to <name>_errors.png")
@@ -550,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = verbs.add_parser("predict", help="probability and class per image from a saved model")
     predict.add_argument("--model", required=True, help="folder written by `cxrssl probe --save-model`")
     predict.add_argument("images", nargs="+", help="image files (PNG, JPEG, DICOM)")
-    predict.add_argument("--heatmaps", metavar="DIR", help="also write a Grad-CAM overlay per image here")
+    predict.add_argument("--heatmaps", metavar="DIR", help="also write a Grad-CAM overlay per image here (multi-label: per finding above its threshold)")
+    predict.add_argument("--finding", help="multi-label model: heat maps of this finding only, for every image")
     predict.set_defaults(handler=cmd_predict)
 
     def add_sweep_flags(verb) -> None:
@@ -559,11 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
         verb.add_argument("--seed", type=int, default=0)
         verb.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
         verb.add_argument("--quiet", action="store_true")
+        add_findings_flags(verb)
 
     report = verbs.add_parser("report", help="one self-contained HTML page: config, loss, Table III, sweep, t-SNE, Grad-CAM, errors")
     add_sweep_flags(report)
     report.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
     report.add_argument("--compare", action="append", metavar="compare.json", help="add a `cxrssl compare` result (repeatable)")
+    report.add_argument("--finding", help="multi-label task: the finding whose Grad-CAM is shown (default: the best-scored)")
     report.add_argument("-o", "--output", default="report.html")
     report.set_defaults(handler=cmd_report)
 
@@ -590,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = verbs.add_parser("finetune", help="train backbone + linear head end to end on a labelled task; output as `probe`")
     add_result_flags(finetune, "finetune.json", "the backbone and 'fine-tuned'")
     finetune.add_argument("--gradcam", metavar="FIG.png", help="also draw Grad-CAM of the fine-tuned network on test images (+ FIG_errors.png)")
+    finetune.add_argument("--finding", help="multi-label task: the finding --gradcam explains (default: the best-scored)")
     finetune.add_argument("--save-model", metavar="DIR", help="save the fine-tuned network for `cxrssl predict` (safetensors + JSON)")
     add_finetune_flags(finetune)
     finetune.set_defaults(handler=cmd_finetune)
@@ -603,12 +698,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "a checkpoint may be probed at a larger size than it was pretrained at")  # fmt: skip
     compare.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
     compare.add_argument("--labels", type=_budgets, default=list(DEFAULT_LABELS), metavar="10,25,...,all",
-                         help="labelled patients per class drawn from each training part (default 10,25,50,100,250,all)")  # fmt: skip
+                         help="labelled patients per class drawn from each training part (default 10,25,50,100,250,all); "
+                              "for a task evaluated per finding, labelled patients in all")  # fmt: skip
     compare.add_argument("--folds", type=int, default=5, help="outer patient-grouped folds (default 5)")
     compare.add_argument("--repeats", type=int, default=5, help="repetitions of the folds / training draws (default 5)")
     compare.add_argument("--inner-folds", type=int, default=5, help="folds of the probe's C search inside each training part (default 5)")
     compare.add_argument("--reference", help="backbone the others are compared with (default: random init)")
     compare.add_argument("--positive", help="the disease class (default: the class that is not normal)")
+    add_findings_flags(compare)
     compare.add_argument("--seed", type=int, default=0, help="seed of the folds, the label draws and --init random")
     compare.add_argument("--bootstrap", type=int, default=2000, help="patient resamples when the task has an official test split")
     compare.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)

@@ -4,7 +4,9 @@ phantoms (an unlabelled pool and a labelled task, different patients) -> SimCLR
 pretraining on the pool -> frozen features of the task -> ``cxrssl compare``: the
 logistic-regression probe of the pretrained backbone and of the same backbone at random
 initialisation on identical patient-grouped folds and label budgets, with the paired
-AUC difference and its 95 % interval per budget -> the HTML report.
+AUC difference and its 95 % interval per budget -> the same comparison on a multi-label
+phantom task (Consolidation, Cardiomegaly, Effusion, Edema), per finding and for their
+macro mean AUC -> the HTML report.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class DemoSettings:
     budgets: tuple[int | None, ...] = (10, 25, 50, None)  # labelled patients per class compared
     folds: int = 5
     repeats: int = 3
+    findings_budgets: tuple[int | None, ...] = (25, 50, None)  # labelled patients (in all) of the multi-label task; () = no multi-label stage
 
 
 def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), config: PretrainConfig | None = None, progress: bool = True) -> dict:
@@ -53,12 +56,12 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
         stages[name] = round(time.perf_counter() - started - sum(stages.values()), 1)
 
     say(cpu_description())
-    say(f"[1/5] phantom radiographs: {settings.pool_images} unlabelled (pool), {settings.task_images} labelled (task)")
+    say(f"[1/6] phantom radiographs: {settings.pool_images} unlabelled (pool), {settings.task_images} labelled (task)")
     pool = _phantoms(out_dir / "phantoms" / "pool", settings.pool_images, settings.phantom_size, settings.seed * 2 + 1, progress)
     task_manifest = _phantoms(out_dir / "phantoms" / "task", settings.task_images, settings.phantom_size, settings.seed * 2 + 2, progress)
     stage_done("phantoms")
 
-    say(f"[2/5] {config.method} pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
+    say(f"[2/6] {config.method} pretraining: {config.arch}, {config.image_size} px, batch {config.batch_size}, {config.epochs} epochs")
     from cxrssl.train import pretrain
 
     run = RunFolder(out_dir / "run")
@@ -66,7 +69,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     pretrained = pretrain(pool, run.root, config, resume=resume, progress=progress)
     stage_done("pretraining")
 
-    say(f"[3/5] does pretraining pay? pretrained vs random initialisation at {', '.join(map(budget_name, settings.budgets))} labelled patients per class")
+    say(f"[3/6] does pretraining pay? pretrained vs random initialisation at {', '.join(map(budget_name, settings.budgets))} labelled patients per class")
     task = load_task(task_manifest, config.image_size, progress=progress)
     backbones = [
         NamedBackbone(f"SimCLR {config.epochs} epochs", BackboneSpec.from_checkpoint(run.checkpoint(config.epochs))),  # always kept
@@ -76,16 +79,28 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     comparison = compare_backbones(backbones, [("phantom task", task)], out_dir / "compare", compare_settings, progress=progress, overwrite=True)
     claim = demo_claim(comparison.payload)
     stage_done("comparison")
+    compares = [comparison.payload]
+    if settings.findings_budgets:
+        say(f"[4/6] per finding: the same backbones on phantoms with findings, at {', '.join(map(budget_name, settings.findings_budgets))} labelled patients")
+        findings_manifest = _phantoms(out_dir / "phantoms" / "findings", settings.task_images, settings.phantom_size, settings.seed * 2 + 3, progress, findings=True)
+        per_finding = ProbeSettings(seed=settings.seed, bootstrap=0, findings=())
+        findings = load_task(findings_manifest, config.image_size, progress=progress, settings=per_finding)
+        findings_settings = CompareSettings(settings.findings_budgets, settings.folds, settings.repeats, per_finding)
+        compares.append(compare_backbones(backbones, [("phantom findings", findings)], out_dir / "compare_findings", findings_settings, progress=progress,
+                                          overwrite=True).payload)  # fmt: skip
+        claim += " Per finding (macro mean AUC): " + demo_claim(compares[1])
+        stage_done("findings comparison")
 
-    say("[4/5] table, loss curve, config")
-    table = compare_markdown_table(comparison.payload)
+    say("[5/6] table, loss curve, config")
+    table = "\n".join(compare_markdown_table(payload) for payload in compares)
     atomic_write_text(out_dir / "table.md", table + "\n" + claim + "\n")
-    atomic_write_text(out_dir / "table.csv", compare_csv_table(comparison.payload))
+    atomic_write_text(out_dir / "table.csv", "".join(compare_csv_table(payload).split("\n", 1)[i > 0] for i, payload in enumerate(compares)))
     plot_loss_curve(list(range(1, len(pretrained.losses) + 1)), pretrained.losses, out_dir / "loss.png")
     atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"demo": {**settings.__dict__, "budgets": list(map(budget_name, settings.budgets))}, "pretrain": config.to_dict()}, sort_keys=False))
     results = {
         "claim": claim,
         "rows": comparison.payload["tasks"][0]["rows"],
+        "findings_rows": compares[1]["tasks"][0]["rows"] if len(compares) > 1 else [],
         "losses": pretrained.losses,
         "wall_s": round(time.perf_counter() - started, 1),
         "cpu": cpu_description(),
@@ -94,10 +109,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
         "pool_images": pretrained.images,
     }
     stage_done("tables")
-    say("[5/5] HTML report: sweep over the kept checkpoints, t-SNE, Grad-CAM, errors")
+    say("[6/6] HTML report: sweep over the kept checkpoints, t-SNE, Grad-CAM, errors")
     from cxrssl.report.html import build_report
 
-    build_report(run.root, [str(task_manifest)], out_dir / "report.html", ProbeSettings(seed=settings.seed, bootstrap=settings.bootstrap), progress=progress, compares=[comparison.payload])
+    build_report(run.root, [str(task_manifest)], out_dir / "report.html", ProbeSettings(seed=settings.seed, bootstrap=settings.bootstrap), progress=progress, compares=compares)
     stage_done("report")
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["stages_s"] = stages
@@ -114,25 +129,26 @@ def demo_claim(payload: dict) -> str:
     better = [row["budget"] for row in rows if row["difference"]["auc"]["low"] > 0]
     worse = [row["budget"] for row in rows if row["difference"]["auc"]["high"] < 0]
     name, reference = rows[0]["backbone"], payload["reference"]
+    unit = payload["tasks"][0].get("budget_unit", "patients per class")
     said = []
     if better:
-        said.append(f"{name} beats {reference} at {', '.join(better)} labelled patients per class (paired 95 % CI of the AUC difference above 0)")
+        said.append(f"{name} beats {reference} at {', '.join(better)} labelled {unit} (paired 95 % CI of the AUC difference above 0)")
     if worse:
-        said.append(f"{name} is worse than {reference} at {', '.join(worse)} labelled patients per class (CI below 0)")
+        said.append(f"{name} is worse than {reference} at {', '.join(worse)} labelled {unit} (CI below 0)")
     if not said:
         said.append(f"{name} is not distinguishable from {reference} at any budget (every paired 95 % CI holds 0)")
     return "; ".join(said) + "."
 
 
-def _phantoms(folder: Path, count: int, size: int, seed: int, progress: bool) -> Path:
+def _phantoms(folder: Path, count: int, size: int, seed: int, progress: bool, findings: bool = False) -> Path:
     manifest = folder / "labels.csv"
     if manifest.is_file() and len(read_manifest(manifest)) == count:
         return manifest  # written completely by an earlier, interrupted demo
-    return write_phantom_dataset(folder, n=count, size=size, seed=seed, progress=progress)
+    return write_phantom_dataset(folder, n=count, size=size, seed=seed, progress=progress, findings=findings)
 
 
 def quick_settings() -> tuple[DemoSettings, PretrainConfig]:
     """A seconds-long version of the demo for tests."""
-    settings = DemoSettings(pool_images=96, task_images=120, phantom_size=64, bootstrap=50, budgets=(5, None), folds=3, repeats=2)
+    settings = DemoSettings(pool_images=96, task_images=120, phantom_size=64, bootstrap=50, budgets=(5, None), folds=3, repeats=2, findings_budgets=(20, None))
     config = replace(load_pretrain_config("demo"), image_size=32, batch_size=32, epochs=2, hidden_features=64, out_features=16)
     return settings, config

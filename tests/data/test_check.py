@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 
 from cxrssl.cli import main
-from cxrssl.data.check import check_manifest
+from cxrssl.data.check import check_manifest, format_report
 from cxrssl.data.manifest import read_manifest
 
 
@@ -64,3 +64,38 @@ def test_real_nih_set_counts_patients_and_finds_its_duplicate(shared_data):
     assert report.labels == {"No_findings": 500, "Pneumonia": 500}
     # Two follow-up films of one patient that are pixel-identical in the public set.
     assert ["images/00002658_001.png", "images/00002658_002.png"] in report.duplicates
+
+
+def test_findings_are_counted_per_finding_and_rare_ones_are_warned_about(tmp_path, capsys):
+    # Edema positive in 6 patients (p0..p5; p0 also has a negative film); Fracture positive in 2; p6 unlabelled for Fracture.
+    lines = ["path,patient_id,split,finding:Edema,finding:Fracture"]
+    cells = [("p0", "1", "1"), ("p0", "0", "0"), ("p1", "1", "1"), ("p2", "1", "0"), ("p3", "1", "0"), ("p4", "1", "0"),
+             ("p5", "1", "0"), ("p6", "0", ""), ("p7", "0", "0")]  # fmt: skip
+    for index, (patient, edema, fracture) in enumerate(cells):
+        Image.fromarray(np.full((30, 40), 10 + 20 * index, np.uint8)).save(tmp_path / f"{index}.png")
+        lines.append(f"{index}.png,{patient},,{edema},{fracture}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    report = check_manifest(read_manifest(tmp_path / "m.csv"), workers=1, progress=False)
+    assert report.findings == [
+        {"finding": "Edema", "positive_images": 6, "negative_images": 3, "unlabelled_images": 0,
+         "positive_patients": 6, "negative_patients": 2, "unlabelled_patients": 0},
+        {"finding": "Fracture", "positive_images": 2, "negative_images": 6, "unlabelled_images": 1,
+         "positive_patients": 2, "negative_patients": 5, "unlabelled_patients": 1},
+    ]  # fmt: skip
+    assert report.fatal == []
+    assert report.warnings == ["1 finding(s) with fewer than 5 positive patients, too few to evaluate: Fracture (2)"]
+    assert report.to_dict()["findings"] == report.findings
+    assert main(["check", str(tmp_path / "m.csv"), "--quiet", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "findings: 2 (images / patients)\n  finding   positive  negative  unlabelled\n  Edema        6 / 6     3 / 2       0 / 0\n" in out
+    assert "  Fracture     2 / 2     6 / 5       1 / 1\n" in out
+    assert "warning: 1 finding(s) with fewer than 5 positive patients, too few to evaluate: Fracture (2)" in out
+    import json
+
+    assert json.loads((tmp_path / "r.json").read_text())["findings"] == report.findings
+
+
+def test_a_manifest_without_findings_has_no_findings_section(tmp_path):
+    manifest = _dataset(tmp_path, [("a.png", "p1", "Normal", "", 10)])
+    report = check_manifest(read_manifest(manifest), workers=1, progress=False)
+    assert report.findings == [] and "findings:" not in format_report(report)

@@ -79,3 +79,37 @@ def test_anatomy_is_plausible():
     mediastinum = image[20:100, 60:68]
     assert image[lungs].mean() < mediastinum.mean() - 20  # aerated lung is darker than soft tissue
     assert image[:, :4].mean() < image[lungs].mean()  # and air beside the patient darker still
+
+
+# The binary mode's output, pinned: 8x8 block sums of two 64 px films (one PNEUMONIA,
+# one NORMAL) and the manifest of a small dataset, recorded before the findings mode
+# was added. A real change to the binary renderer moves block sums by tens to hundreds;
+# the tolerance only absorbs a last-bit rounding flip on another CPU's exp/blur.
+PINNED_BLOCK_SUMS = {
+    (0, True): [
+        2545, 6225, 10353, 10970, 10882, 9105, 3633, 1461, 7225, 10024, 7769, 11356, 9879, 8649, 10247, 3019,
+        7163, 8290, 6075, 10231, 9955, 10229, 10412, 3360, 7152, 7482, 6140, 10213, 9817, 8724, 9963, 3411,
+        7168, 7797, 6531, 11521, 10991, 8562, 9784, 3280, 7326, 9588, 9584, 11340, 10890, 8451, 10236, 3264,
+        7474, 10690, 10481, 11268, 10703, 10520, 10257, 3195, 7416, 10521, 10349, 11028, 10667, 10549, 10312, 3240,
+    ],
+    (3, False): [
+        770, 4719, 8444, 9249, 8745, 7053, 4430, 745, 3287, 6954, 5172, 9207, 9133, 4660, 6282, 1915,
+        3154, 5187, 3906, 8068, 8663, 4184, 4769, 2233, 2731, 4917, 4055, 7282, 8832, 4731, 4566, 2625,
+        2351, 5030, 4157, 7162, 9725, 7480, 4457, 2839, 2032, 6772, 6523, 7858, 9492, 7384, 6768, 3291,
+        1628, 8355, 8498, 8554, 9334, 8510, 8605, 3675, 1352, 8136, 8363, 8571, 9040, 8649, 8421, 4267,
+    ],
+}  # fmt: skip
+PINNED_MANIFEST_SHA256 = "2f9d421cd53edf5fe6563426847dece20c183fcfb7479e4a573c9a3199d74d47"  # n=30, size=32, seed=5
+
+
+@pytest.mark.parametrize("patient, positive", sorted(PINNED_BLOCK_SUMS))
+def test_binary_mode_pixels_are_pinned(patient, positive):
+    image = render_film(11, patient, 0, positive, 64).image.astype(int)
+    blocks = image.reshape(8, 8, 8, 8).sum(axis=(1, 3)).ravel()
+    assert np.abs(blocks - np.array(PINNED_BLOCK_SUMS[patient, positive])).max() <= 3
+
+
+def test_binary_mode_manifest_is_pinned(tmp_path):
+    manifest = write_phantom_dataset(tmp_path, n=30, size=32, seed=5, workers=1, progress=False)
+    assert hashlib.sha256(manifest.read_bytes()).hexdigest() == PINNED_MANIFEST_SHA256
+    assert manifest.read_text().splitlines()[0] == "path,patient_id,label,split"  # no findings column

@@ -89,3 +89,53 @@ def test_bad_settings_are_refused():
         FinetuneSettings(backbone_lr=float("nan"))
     with pytest.raises(FinetuneError, match="--val-fraction"):
         FinetuneSettings(val_fraction=1.0)
+
+
+def test_the_multilabel_loss_is_masked_weighted_binary_cross_entropy():
+    """Against a loop over the labelled entries: BCE with each finding's positive weight, averaged over labelled entries only."""
+    import torch
+    from torch import nn
+
+    from cxrssl.eval.finetune import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier(nn.Flatten(), 12, outputs=3)
+    model.loss.pos_weight = torch.tensor([1.0, 2.5, 4.0])
+    images = torch.randn(5, 1, 2, 6)
+    targets = torch.tensor([[1, 0, np.nan], [0, np.nan, 1], [np.nan, np.nan, np.nan], [1, 1, 0], [0, 0, 1]], dtype=torch.float32)
+    loss = model(images, targets)
+    logits = model(images)
+    total, count = 0.0, 0
+    for i in range(5):
+        for j in range(3):
+            if torch.isnan(targets[i, j]):
+                continue
+            p = torch.sigmoid(logits[i, j])
+            y = float(targets[i, j])
+            total += -(model.loss.pos_weight[j] * y * torch.log(p) + (1 - y) * torch.log(1 - p))
+            count += 1
+    assert float(loss.detach()) == pytest.approx(float(total.detach()) / count, rel=1e-5)
+    loss.backward()  # the NaN entries give no NaN gradient
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_a_multilabel_finetune_has_one_output_per_finding_and_resumes(tmp_path):
+    from cxrssl.data.phantom import write_phantom_dataset
+    from cxrssl.eval.multilabel import findings_split, findings_task, finetune_findings
+    from cxrssl.eval.probe import ProbeSettings
+
+    manifest = write_phantom_dataset(tmp_path / "data", n=160, size=64, seed=5, progress=False, findings=True)
+    settings = ProbeSettings(findings=())
+    task = load_task(manifest, 32, progress=False, settings=settings)
+    findings = findings_task(task.manifest, settings)
+    train, test, _, _ = findings_split(findings)
+    spec = BackboneSpec.random("resnet18", 32, 0)
+    fit, tuned = finetune_findings(spec, task, findings, train, test, QUICK, min_patients=2)
+    assert tuned.model.head.out_features == len(fit.thresholds) == len(findings.names)
+    assert fit.test_scores.shape == (len(test), len(findings.names)) and np.isfinite(fit.test_scores).all()
+    assert set(fit.metrics) == set(fit.scored) and len(tuned.val_auc) == 2
+    with pytest.raises(KeyboardInterrupt):
+        finetune(spec, task, findings.targets, findings.patients, train, test, QUICK, work_dir=tmp_path / "state", stop_after_epoch=1)
+    resumed = finetune(spec, task, findings.targets, findings.patients, train, test, QUICK, work_dir=tmp_path / "state")
+    assert resumed.val_auc == tuned.val_auc
+    np.testing.assert_allclose(resumed.test_scores, tuned.test_scores, atol=1e-6)

@@ -3,8 +3,12 @@
 Every image is decoded (on all cores). The report gives counts per label, split and
 patient, the distribution of image sizes, every unreadable file with the reason,
 images whose decoded pixels are identical under two paths, and patients found in two
-splits. Only problems that would make an evaluation wrong are fatal: no readable
-image, a patient in two splits, or one image (by content) in two splits.
+splits. When the manifest carries findings (multi-label labels, see
+:mod:`cxrssl.data.findings`), it also gives per finding the positive, negative and
+unlabelled images and patients, and warns about findings with fewer than
+``MIN_POSITIVE_PATIENTS`` positive patients (too few to evaluate). Only problems that
+would make an evaluation wrong are fatal: no readable image, a patient in two splits,
+or one image (by content) in two splits.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cxrssl.data.findings import finding_labels
 from cxrssl.data.io import UnreadableImage, load_grayscale, parallel_map
 from cxrssl.data.manifest import Manifest
 from cxrssl.data.splits import patients_in_several_subsets
+
+MIN_POSITIVE_PATIENTS = 5  # fewer positive patients than this: a finding too rare to evaluate
 
 
 def inspect_image(path: str) -> tuple[int, int, str] | str:
@@ -45,6 +52,8 @@ class CheckReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)  # groups of paths with identical pixels
     patients_across_splits: dict[str, list[str]] = field(default_factory=dict)
+    # per finding (empty without findings): FindingLabels.counts, i.e. finding, {positive,negative,unlabelled}_{images,patients}
+    findings: list[dict] = field(default_factory=list)
     fatal: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -77,6 +86,9 @@ def check_manifest(manifest: Manifest, workers: int | None = None, progress: boo
         duplicates=[[rows[i].path for i in group] for group in duplicate_groups],
         patients_across_splits={patient: sorted(splits) for patient, splits in across.items()},
     )
+    labels = finding_labels(manifest)
+    if labels is not None:
+        report.findings = labels.counts(manifest.patient_keys)
     _judge(report, manifest, duplicate_groups)
     return report
 
@@ -112,6 +124,12 @@ def _judge(report: CheckReport, manifest: Manifest, duplicate_groups: list[list[
         report.warnings.append(f"{len(report.unreadable)} image(s) cannot be read; they are skipped by every verb")
     if report.duplicates and not straddling:
         report.warnings.append(f"{len(report.duplicates)} group(s) of identical images under different paths")
+    rare = [entry for entry in report.findings if entry["positive_patients"] < MIN_POSITIVE_PATIENTS]
+    if rare:
+        report.warnings.append(
+            f"{len(rare)} finding(s) with fewer than {MIN_POSITIVE_PATIENTS} positive patients, too few to evaluate: "
+            + ", ".join(f"{entry['finding']} ({entry['positive_patients']})" for entry in rare)
+        )
 
 
 def format_report(report: CheckReport, limit: int = 10) -> str:
@@ -127,6 +145,7 @@ def format_report(report: CheckReport, limit: int = 10) -> str:
             f"sizes:   width {width['min']}–{width['max']} (median {width['median']:g}), height {height['min']}–{height['max']} "
             f"(median {height['median']:g}); most common " + ", ".join(f"{shape} ×{n}" for shape, n in report.sizes["most_common_wxh"].items())
         )
+    lines += format_findings(report.findings)
     for path, reason in report.unreadable[:limit]:
         lines.append(f"unreadable: {path}: {reason}")
     if len(report.unreadable) > limit:
@@ -139,3 +158,19 @@ def format_report(report: CheckReport, limit: int = 10) -> str:
     lines += [f"FATAL: {text}" for text in report.fatal]
     lines.append("verdict: " + ("not usable as it is" if report.fatal else "usable"))
     return "\n".join(lines)
+
+
+def format_findings(findings: list[dict]) -> list[str]:
+    """The per-finding counts as an aligned table: images / patients per column."""
+    if not findings:
+        return []
+    header = ("finding", "positive", "negative", "unlabelled")
+    table = [header] + [
+        (entry["finding"], *(f"{entry[kind + '_images']} / {entry[kind + '_patients']}" for kind in ("positive", "negative", "unlabelled")))
+        for entry in findings
+    ]
+    widths = [max(len(row[k]) for row in table) for k in range(len(header))]
+    lines = [f"findings: {len(findings)} (images / patients)"]
+    for row in table:
+        lines.append("  " + row[0].ljust(widths[0]) + "".join("  " + cell.rjust(width) for cell, width in zip(row[1:], widths[1:])))
+    return lines

@@ -5,8 +5,13 @@ Columns (see DESIGN.md):
 - ``path``: the image file, relative to the manifest's folder or absolute;
 - ``patient_id``: who the image belongs to. Every split is made by patient. An empty
   value means "unknown patient": the image is then treated as its own patient;
-- ``label``: the class name, empty when the image is unlabelled;
+- ``label``: the class name, empty when the image is unlabelled; optional when the
+  manifest carries findings;
 - ``split`` (optional): ``train``, ``val``, ``test`` or empty.
+
+Findings (multi-label labels) are extra columns in one of two forms, a ``findings``
+column of ``|``-joined names (NIH's) or one ``finding:<Name>`` column per finding with
+1 / 0 / empty; see :mod:`cxrssl.data.findings`. They are validated when read.
 
 Other columns (``source``, a severity grade, ...) are kept and written back unchanged.
 """
@@ -19,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cxrssl.data.findings import FINDING_PREFIX, is_finding_column, parse_findings_form
 from cxrssl.errors import ManifestError
 from cxrssl.fileio import atomic_write_text
 
@@ -94,30 +100,33 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest file; make one with `cxrssl phantom` or write a CSV with columns path, patient_id, label")
     try:
-        raw_rows = _read_rows(path)
+        columns, records = _read_rows(path)
     except UnicodeDecodeError as error:
         raise ManifestError(
             f"{path}: is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
         ) from None
     except csv.Error as error:
         raise ManifestError(f"{path}: is not a readable CSV ({error}); check that it is a comma-separated text table") from None
-    manifest = Manifest(_parse_rows(raw_rows, path), root=path.parent, source=path)
+    manifest = Manifest(_parse_rows(records, path), root=path.parent, source=path)
     validate_manifest(manifest, check_files=check_files)
+    parse_findings_form(columns, [row.extra for row in manifest.rows], str(path))  # findings errors name their line
     return manifest
 
 
-def _read_rows(path: Path) -> list[dict]:
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in (reader.fieldnames or [])]
         missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+        if missing == ["label"] and any(is_finding_column(name) for name in columns):
+            missing = []  # a manifest of findings needs no label column
         if missing:
             raise ManifestError(
                 f"{path}: missing column {', '.join(repr(m) for m in missing)}; "
                 f"a manifest needs the columns path, patient_id, label (and optionally split)"
             )
         reader.fieldnames = columns
-        return list(reader)
+        return columns, list(reader)
 
 
 def _parse_rows(raw_rows: list[dict], path: Path) -> list[ManifestRow]:
@@ -131,7 +140,7 @@ def _parse_rows(raw_rows: list[dict], path: Path) -> list[ManifestRow]:
             ManifestRow(
                 path=values.pop("path"),
                 patient_id=values.pop("patient_id"),
-                label=values.pop("label"),
+                label=values.pop("label", ""),
                 split=split,
                 extra=values,
             )
@@ -174,7 +183,9 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     written elsewhere (e.g. into a run folder) still points at the same images.
     """
     path = Path(path)
-    extra_columns = sorted({key for row in manifest.rows for key in row.extra})
+    keys = dict.fromkeys(key for row in manifest.rows for key in row.extra)  # first-seen order
+    # other extras sorted, as always; finding:<Name> columns last, in their own order (the vocabulary's)
+    extra_columns = sorted(key for key in keys if not key.startswith(FINDING_PREFIX)) + [key for key in keys if key.startswith(FINDING_PREFIX)]
     columns = ["path", "patient_id", "label", "split", *extra_columns]
     lines = [columns]
     same_folder = manifest.root.resolve() == path.parent.resolve()

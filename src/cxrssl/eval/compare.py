@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -45,10 +46,11 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrssl.data.images import ImageSet
-from cxrssl.data.splits import label_budget_rows, patient_classes
+from cxrssl.data.splits import label_budget_rows, multilabel_patient_folds, patient_budget_rows, patient_classes
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
 from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.multilabel import MACRO, MIN_TRAINING_PATIENTS, FindingsTask, findings_split, findings_task, finetune_findings, fit_and_score_findings, wants_findings
 from cxrssl.eval.probe import ProbeError, ProbeSettings, binary_targets, fit_and_score, has_test_split, probe_split
 from cxrssl.eval.stats import (
     CORRECTED_T,
@@ -144,14 +146,20 @@ class TaskPlan:
     folds: list[Fold]
     purged: tuple[int, int] = (0, 0)
     n_images: int = 0
+    findings: FindingsTask | None = None  # a multi-label task: targets are (n, F) with NaN for entries not labelled
+
+    @property
+    def budget_unit(self) -> str:
+        return "patients" if self.findings else "patients per class"
 
     @property
     def statistic(self) -> str:
         return CORRECTED_T if self.design == "cv" else PATIENT_BOOTSTRAP
 
     def describe(self, settings: CompareSettings) -> str:
+        stratified = ", folds stratified over the findings" if self.findings else ""
         if self.design == "cv":
-            return f"{settings.repeats} x {settings.folds}-fold patient-grouped cross-validation"
+            return f"{settings.repeats} x {settings.folds}-fold patient-grouped cross-validation{stratified}"
         return f"the manifest's test part, {settings.repeats} draws of the training part"
 
 
@@ -208,15 +216,56 @@ def plan_task(name: str, labels: Sequence[str], patients: Sequence[str], splits:
 
 def _budgets(name, patients, labels, rows, settings: CompareSettings, seed) -> dict[int | None, np.ndarray]:
     try:
+        if labels is None:  # multi-label: budgets count patients, not patients per class
+            return patient_budget_rows(patients, rows, settings.budgets, seed=list(seed))
         return label_budget_rows(patients, labels, rows, settings.budgets, seed=list(seed))
     except CxrsslError as error:
         raise CompareError(f"{name}: {error}") from None
+
+
+def plan_findings_task(name: str, task: FindingsTask, settings: CompareSettings) -> TaskPlan:
+    """The folds and budget draws of a multi-label task: folds stratified over findings at the patient level."""
+    probe = settings.probe
+    seed = probe.seed
+    folds: list[Fold] = []
+    purged = (0, 0)
+    if has_test_split(task.splits):
+        design = "fixed_test"
+        train, test, _, purged = findings_split(task, seed, probe.split_policy)
+        if len(train) == 0 or len(test) == 0:
+            raise CompareError(f"{name}: the manifest's split leaves no training or no test images")
+        for repeat in range(settings.repeats):
+            drawn = _budgets(name, task.patients, None, train, settings, (seed, repeat, 0))
+            folds.append(Fold(repeat, 0, test, drawn, _seed(seed, repeat, 0, 1), len(train)))
+    else:
+        design = "cv"
+        patients = len(set(task.patients))
+        if patients < settings.folds:
+            raise CompareError(f"{name}: only {patients} patient(s), fewer than the {settings.folds} folds; lower --folds or add labelled patients")
+        for repeat in range(settings.repeats):
+            for index, (train_rows, test_rows) in enumerate(multilabel_patient_folds(task.patients, task.targets, settings.folds, _seed(seed, repeat))):
+                drawn = _budgets(name, task.patients, None, train_rows, settings, (seed, repeat, index))
+                folds.append(Fold(repeat, index, test_rows, drawn, _seed(seed, repeat, index, 1), len(train_rows)))
+    return TaskPlan(name, design, task.targets, task.patients, "", "", folds, purged, len(task), task)
+
+
+def plan_for(name: str, images: ImageSet, settings: CompareSettings) -> TaskPlan:
+    """One task's plan: per finding when the task is multi-label (``eval.multilabel.wants_findings``), else binary."""
+    manifest = images.manifest
+    if wants_findings(manifest, settings.probe):
+        return plan_findings_task(name, findings_task(manifest, settings.probe), settings)
+    return plan_task(name, manifest.labels, manifest.patient_keys, manifest.splits, settings)
 
 
 def _fit_fold(plan: TaskPlan, fold: Fold, features: dict[str, np.ndarray], settings: CompareSettings) -> dict:
     """Every backbone at every budget on one fold: the records and (fixed test) the test scores."""
     probe = replace(settings.probe, seed=fold.seed, bootstrap=0)
     records, scores = [], {}
+    if plan.findings:
+        for name, values in features.items():
+            for budget, train in fold.train.items():
+                _record_findings(records, scores, plan, fold, name, budget, train, fit_and_score_findings(values, plan.findings, train, fold.test, probe))
+        return {"mode": "probe", "task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
     for name, values in features.items():
         for budget, train in fold.train.items():
             try:
@@ -227,8 +276,24 @@ def _fit_fold(plan: TaskPlan, fold: Fold, features: dict[str, np.ndarray], setti
     return {"mode": "probe", "task": plan.name, "repeat": fold.repeat, "fold": fold.fold, "records": records, "scores": scores}
 
 
-def _record(records: list, scores: dict, plan: TaskPlan, fold: Fold, name: str, budget, train, metrics: dict, test_scores, **extra) -> None:
+def _record_findings(records, scores, plan: TaskPlan, fold: Fold, name, budget, train, fit, **extra) -> None:
+    """``_record`` per finding of a FindingsFit (or a multi-label FinetuneFit): NaN metrics where the fold could not fit or score it."""
+    for j, finding in enumerate(plan.findings.names):
+        found = fit.metrics.get(finding, dict.fromkeys(METRICS, float("nan")))
+        chosen = getattr(fit, "chosen_c", {}).get(finding)
+        _record(records, scores, plan, fold, name, budget, train, found, fit.test_scores[:, j], finding=finding, chosen_c=chosen, **extra)
+        if plan.design == "fixed_test":
+            scores["threshold|" + _score_key(name, budget_name(budget), finding)] = fit.thresholds.get(finding, 0.5)
+
+
+def _score_key(name: str, budget: str, finding: str | None = None) -> str:
+    return f"{name}|{budget}" if finding is None else f"{name}|{budget}|{finding}"
+
+
+def _record(records: list, scores: dict, plan: TaskPlan, fold: Fold, name: str, budget, train, metrics: dict, test_scores, finding=None, **extra) -> None:
     """One backbone at one budget on one fold: its record, and (fixed test part) its test scores for the bootstrap."""
+    if finding is not None:
+        extra = {"finding": finding, **extra}
     records.append(
         {
             "task": plan.name,
@@ -244,7 +309,7 @@ def _record(records: list, scores: dict, plan: TaskPlan, fold: Fold, name: str, 
         }
     )
     if plan.design == "fixed_test":
-        scores[f"{name}|{budget_name(budget)}"] = test_scores.round(7).tolist()
+        scores[_score_key(name, budget_name(budget), finding)] = test_scores.round(7).tolist()
 
 
 @dataclass
@@ -289,10 +354,10 @@ def compare_backbones(
         raise CompareError(f"{out_dir}: already holds compare.json; choose another -o or pass --overwrite")
     say = print if progress else (lambda *a, **k: None)
 
-    plans = [plan_task(name, images.manifest.labels, images.manifest.patient_keys, images.manifest.splits, settings) for name, images in tasks]
+    plans = [plan_for(name, images, settings) for name, images in tasks]
     if features is None:
         features = {plan.name: {b.name: features_for(b.spec, images, progress=progress) for b in backbones} for plan, (_, images) in zip(plans, tasks)}
-    key = _key(features, tasks, settings)
+    key = _key(features, tasks, settings, plans)
     done = _read_partial(out_dir / PARTIAL, key)
     todo = [(plan, fold) for plan in plans for fold in plan.folds if ("probe", plan.name, fold.repeat, fold.fold) not in done]
     fits = len(todo) * len(backbones) * len(settings.budgets)
@@ -333,9 +398,13 @@ def _finetune_fold(plan: TaskPlan, fold: Fold, backbones, images: ImageSet, sett
             train = fold.train[budget]
             # One resumable state per fine-tune: a killed comparison resumes the one it was in.
             state = out_dir / FINETUNE_STATE / f"{plan.name}_r{fold.repeat}_f{fold.fold}_b{index}_{budget_name(budget)}"
+            tune = replace(settings.finetune, seed=fold.seed)
             try:
-                fit = finetune(backbone.spec, images, plan.targets, plan.patients, train, fold.test, replace(settings.finetune, seed=fold.seed),
-                               work_dir=state)  # fmt: skip
+                if plan.findings:
+                    fit, tuned = finetune_findings(backbone.spec, images, plan.findings, train, fold.test, tune, settings.probe.min_patients, state)
+                    _record_findings(records, scores, plan, fold, backbone.name + FINETUNED, budget, train, fit, chosen_epoch=tuned.chosen_epoch)
+                    continue
+                fit = finetune(backbone.spec, images, plan.targets, plan.patients, train, fold.test, tune, work_dir=state)
             except CxrsslError as error:
                 raise CompareError(f"{plan.name}, fine-tuning at budget {budget_name(budget)}: {error}") from None
             _record(records, scores, plan, fold, backbone.name + FINETUNED, budget, train, fit.metrics, fit.test_scores,
@@ -360,7 +429,7 @@ def _run_folds(todo, features, settings: CompareSettings, progress: bool):
         yield from parallel(delayed(_fit_fold)(plan, fold, features[plan.name], settings) for plan, fold in todo)
 
 
-def _key(features: dict, tasks, settings: CompareSettings) -> str:
+def _key(features: dict, tasks, settings: CompareSettings, plans: list[TaskPlan]) -> str:
     """What the fold results depend on: the features themselves (by content), the tasks' labels, patients and split, the settings."""
     digest = hashlib.sha256()
     for task_name in sorted(features):
@@ -372,6 +441,9 @@ def _key(features: dict, tasks, settings: CompareSettings) -> str:
         sort_keys=True,
     )
     digest.update(text.encode())
+    for plan in plans:  # the targets too: a task's findings are not in its labels
+        digest.update(f"{plan.name}|{'|'.join(plan.findings.names) if plan.findings else ''}".encode())
+        digest.update(np.ascontiguousarray(plan.targets, dtype=float).tobytes())
     return digest.hexdigest()
 
 
@@ -425,15 +497,26 @@ def summarise(plans: list[TaskPlan], done: dict, names: list[str], reference: st
         if settings.finetune:
             folds = [fold for fold in plan.folds if fold.repeat < settings.finetune_repeats]
             groups.append(("finetune", [n + FINETUNED for n in names], reference + FINETUNED, settings.finetune_budgets, folds))
-        rows = []
+        rows, finding_rows, macro_over, excluded = [], [], {}, {}
         for mode, group_names, group_reference, budgets, folds in groups:
             results = [done[(mode, plan.name, fold.repeat, fold.fold)] for fold in folds]
             records = [record for result in results for record in result["records"]]
             all_records += records
             for budget in map(budget_name, budgets):
-                rows += _summary_rows(plan, folds, results, records, group_names, group_reference, budget, weights, settings, mode)
+                if not plan.findings:
+                    rows += _summary_rows(plan, folds, results, records, group_names, group_reference, budget, weights, settings, mode)
+                    continue
+                summary = _findings_summary(plan, folds, results, records, group_names, group_reference, budget, weights, settings, mode)
+                rows += summary[0]
+                finding_rows += summary[1]
+                macro_over[f"{mode}|{budget}"], excluded[f"{mode}|{budget}"] = summary[2], summary[3]
+        findings = {}
+        if plan.findings:
+            findings = {"findings": list(plan.findings.names), "finding_rows": finding_rows, "macro_over": macro_over, "excluded": excluded}
         tasks.append(
             {
+                **findings,
+                "budget_unit": plan.budget_unit,
                 "task": plan.name,
                 "design": plan.design,
                 "design_text": plan.describe(settings),
@@ -450,7 +533,48 @@ def summarise(plans: list[TaskPlan], done: dict, names: list[str], reference: st
     return {"kind": "cxrssl-compare", "settings": settings.to_dict(), "reference": reference, "tasks": tasks, "folds": all_records}
 
 
-def _summary_rows(plan: TaskPlan, folds, results, records, names, reference, budget, weights, settings: CompareSettings, mode: str) -> list[dict]:
+def _findings_summary(plan: TaskPlan, folds, results, records, names, reference, budget, weights, settings: CompareSettings, mode: str):
+    """A multi-label task at one budget: the macro-mean rows, the rows of each finding, the findings averaged and those left out.
+
+    A finding enters the macro mean, and gets rows, only when every fold of the group
+    fitted and scored it (too few positive patients in a fold's training or test part
+    leaves it out there); the mean is then over the same findings on every fold, so its
+    per-fold values are paired across backbones like any other metric.
+    """
+    at_budget = [r for r in records if r["budget"] == budget]
+    excluded, over = {}, []
+    for finding in plan.findings.names:
+        missing = sum(1 for r in at_budget if r["backbone"] == reference and r["finding"] == finding and not np.isfinite(r["auc"]))
+        if missing:
+            excluded[finding] = (f"not fitted or scored in {missing} of {len(folds)} folds: fewer than {MIN_TRAINING_PATIENTS} positive or negative "
+                                 f"patients in a training part, or {settings.probe.min_patients} in a test part")  # fmt: skip
+        else:
+            over.append(finding)
+    finding_rows = []
+    for finding in over:
+        finding_rows += _summary_rows(plan, folds, results, at_budget, names, reference, budget, weights, settings, mode, finding=finding, over=[finding])
+    macro = []
+    for (name, repeat, fold), group in _group_by(at_budget, lambda r: (r["backbone"], r["repeat"], r["fold"])).items():
+        chosen = [r for r in group if r["finding"] in over]
+        first = group[0]
+        means = {m: float(np.mean([r[m] for r in chosen])) if chosen else float("nan") for m in METRICS}
+        macro.append({key: first[key] for key in ("task", "backbone", "budget", "repeat", "fold", "n_train", "n_train_patients", "n_test")} | {"finding": MACRO, **means})
+    rows = _summary_rows(plan, folds, results, macro, names, reference, budget, weights, settings, mode, finding=MACRO, over=over)
+    return rows, finding_rows, over, excluded
+
+
+def _group_by(records, key) -> dict:
+    groups: dict = {}
+    for record in records:
+        groups.setdefault(key(record), []).append(record)
+    return groups
+
+
+def _summary_rows(plan: TaskPlan, folds, results, records, names, reference, budget, weights, settings: CompareSettings, mode: str,
+                  finding: str | None = None, over: list[str] | None = None) -> list[dict]:  # fmt: skip
+    """The rows of one budget; for a multi-label task, of one ``finding`` (or the macro mean of the findings ``over``)."""
+    if finding is not None:
+        records = [r for r in records if r.get("finding") == finding]
     by_name = {name: sorted((r for r in records if r["backbone"] == name and r["budget"] == budget), key=lambda r: (r["repeat"], r["fold"])) for name in names}
     if plan.design == "cv":
         # n_test / n_train of the whole training part (1 / (K - 1) for K folds). A budget's
@@ -463,12 +587,13 @@ def _summary_rows(plan: TaskPlan, folds, results, records, names, reference, bud
             if name != reference
         }
     else:
-        estimates, differences = _bootstrap_rows(plan, results, names, reference, budget, weights)
+        estimates, differences = _bootstrap_rows(plan, results, names, reference, budget, weights, over)
     rows = []
     for name in names:
         found = by_name[name]
         rows.append(
             {
+                **({"finding": finding} if finding is not None else {}),
                 "task": plan.name,
                 "mode": mode,
                 "budget": budget,
@@ -485,16 +610,31 @@ def _summary_rows(plan: TaskPlan, folds, results, records, names, reference, bud
     return rows
 
 
-def _bootstrap_rows(plan: TaskPlan, results: list[dict], names, reference, budget, weights):
-    """Fixed test part: the mean over repeats of each metric, and its paired patient bootstrap."""
-    truth = plan.targets[plan.folds[0].test]
+def _bootstrap_rows(plan: TaskPlan, results: list[dict], names, reference, budget, weights, findings: list[str] | None = None):
+    """Fixed test part: the mean over repeats of each metric, and its paired patient bootstrap.
+
+    For a multi-label task, ``findings`` are averaged (one finding, or the macro mean):
+    each finding's metric on its labelled test images at its fitted threshold, then the
+    mean over the findings, on the same patient resamples.
+    """
+    test = plan.folds[0].test
     point, draws = {}, {}
     for name in names:
-        runs = [np.asarray(result["scores"][f"{name}|{budget}"]) for result in results]
-        on_the_test_part = [weighted_metrics(truth, s, np.ones((1, len(truth)))) for s in runs]
-        point[name] = {m: float(np.mean([found[m][0] for found in on_the_test_part])) for m in METRICS}
-        per_run = [weighted_metrics(truth, s, weights) for s in runs]
-        draws[name] = {m: np.nanmean(np.stack([p[m] for p in per_run]), axis=0) for m in METRICS}
+        per_finding = []
+        for finding in findings or [None]:
+            truth = plan.targets[test] if finding is None else plan.targets[test, plan.findings.names.index(finding)]
+            labelled = np.isfinite(truth)
+            truth, finding_weights = truth[labelled].astype(int), weights[:, labelled]
+            key = _score_key(name, budget, finding)
+            runs = [(np.asarray(result["scores"][key], dtype=float)[labelled], result["scores"].get("threshold|" + key, 0.5)) for result in results]
+            on_the_test_part = [weighted_metrics(truth, s, np.ones((1, len(truth))), t) for s, t in runs]
+            found_point = {m: float(np.mean([found[m][0] for found in on_the_test_part])) for m in METRICS}
+            per_run = [weighted_metrics(truth, s, finding_weights, t) for s, t in runs]
+            with warnings.catch_warnings():  # a resample without a class leaves its metric NaN in every run
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per_finding.append((found_point, {m: np.nanmean(np.stack([p[m] for p in per_run]), axis=0) for m in METRICS}))
+        point[name] = {m: float(np.mean([p[m] for p, _ in per_finding])) for m in METRICS}
+        draws[name] = {m: np.mean(np.stack([d[m] for _, d in per_finding]), axis=0) for m in METRICS}
     estimates = {name: {m: bootstrap_estimate(point[name][m], draws[name][m]) for m in METRICS} for name in names}
     differences = {
         name: {m: bootstrap_estimate(point[name][m] - point[reference][m], draws[name][m] - draws[reference][m], difference=True) for m in METRICS}

@@ -8,21 +8,41 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from cxrssl.data.images import ImageSet, open_image_set, open_source, source_rows
 from cxrssl.data.manifest import Manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
+from cxrssl.eval.multilabel import (
+    FindingsProbeResult,
+    finding_intervals,
+    findings_split,
+    findings_task,
+    finetune_findings,
+    run_findings_probe,
+    wants_findings,
+)
 from cxrssl.eval.probe import ProbeResult, ProbeSettings, binary_targets, probe_split, run_probe
 from cxrssl.fileio import atomic_write_text
 
 
-def load_task(data: str | Path | Manifest, image_size: int, progress: bool = True) -> ImageSet:
-    """The readable, labelled images of a task (manifest or cache), decoded once."""
+def load_task(data: str | Path | Manifest, image_size: int, progress: bool = True, settings: ProbeSettings = ProbeSettings()) -> ImageSet:
+    """The readable, labelled images of a task (manifest or cache), decoded once.
+
+    Labelled means a class in ``label``, or, for a task evaluated per finding
+    (``eval.multilabel.wants_findings``), at least one labelled finding.
+    """
     source = open_source(data)
     manifest = source_rows(source)
-    labelled = [i for i, row in enumerate(manifest.rows) if row.label]
+    if wants_findings(manifest, settings):
+        labelled = list(findings_task(manifest, settings).labelled_rows())
+        what = "a labelled finding"
+    else:
+        labelled = [i for i, row in enumerate(manifest.rows) if row.label]
+        what = "a label"
     if not labelled:
-        raise CxrsslError(f"{manifest.name}: no row has a label; the probe needs a labelled task manifest")
+        raise CxrsslError(f"{manifest.name}: no row has {what}; the probe needs a labelled task manifest")
     images = open_image_set(source, image_size, progress, rows=labelled)
     if images.unreadable:
         first_path, reason = images.unreadable[0]
@@ -47,15 +67,19 @@ def pretext_label(spec: BackboneSpec) -> str:
     return f"{share}, epoch {spec.epoch}"
 
 
-def evaluate_backbone(spec: BackboneSpec, task: ImageSet, settings: ProbeSettings = ProbeSettings(), progress: bool = True) -> ProbeResult:
-    """Frozen features (cached) -> the probe protocol of ``eval.probe``."""
+def evaluate_backbone(spec: BackboneSpec, task: ImageSet, settings: ProbeSettings = ProbeSettings(), progress: bool = True) -> ProbeResult | FindingsProbeResult:
+    """Frozen features (cached) -> the probe protocol of ``eval.probe``, or of ``eval.multilabel`` per finding."""
     features = features_for(spec, task, progress=progress)
     manifest = task.manifest
+    if wants_findings(manifest, settings):
+        return run_findings_probe(features, findings_task(manifest, settings), settings)
     return run_probe(features, manifest.labels, manifest.patient_keys, manifest.splits, settings)
 
 
-def result_payload(spec: BackboneSpec, task_source: str | Path, result: ProbeResult, dataset: str | None = None, label: str | None = None) -> dict:
-    """Everything ``result.json`` holds: what was probed, on what, and the numbers."""
+def result_payload(
+    spec: BackboneSpec, task_source: str | Path, result: ProbeResult | FindingsProbeResult, dataset: str | None = None, label: str | None = None
+) -> dict:
+    """Everything ``result.json`` holds: what was probed, on what, and the numbers (per finding for a FindingsProbeResult)."""
     return {
         "backbone": spec.description,
         "arch": spec.arch,
@@ -69,8 +93,10 @@ def result_payload(spec: BackboneSpec, task_source: str | Path, result: ProbeRes
     }
 
 
-def write_predictions(result: ProbeResult, task: ImageSet, out_path: str | Path) -> Path:
-    """Per-image test predictions, for review: path, patient, label, score, prediction."""
+def write_predictions(result: ProbeResult | FindingsProbeResult, task: ImageSet, out_path: str | Path) -> Path:
+    """Per-image test predictions, for review: path, patient, label, score, prediction (per finding: truth, P, predicted)."""
+    if isinstance(result, FindingsProbeResult):
+        return _write_finding_predictions(result, task, out_path)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "patient_id", "label", f"p_{result.positive}", "predicted", "correct"])
@@ -79,6 +105,42 @@ def write_predictions(result: ProbeResult, task: ImageSet, out_path: str | Path)
         predicted = result.positive if score >= 0.5 else result.negative
         writer.writerow([row.path, row.patient_id, row.label, f"{score:.6f}", predicted, int(predicted == row.label)])
     return atomic_write_text(out_path, buffer.getvalue())
+
+
+def _write_finding_predictions(result: FindingsProbeResult, task: ImageSet, out_path: str | Path) -> Path:
+    fit = result.fit
+    findings = findings_task(task.manifest, ProbeSettings(findings=fit.names))
+    fitted = [name for name in fit.names if name in fit.thresholds]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "patient_id", *(f"{kind}_{name}" for name in fitted for kind in ("true", "p", "predicted"))])
+    for position, row_index in enumerate(result.test_indices):
+        row = task.manifest.rows[row_index]
+        cells = []
+        for name in fitted:
+            j = fit.names.index(name)
+            truth, score = findings.targets[row_index, j], fit.test_scores[position, j]
+            cells += ["" if np.isnan(truth) else int(truth), f"{score:.6f}", int(score >= fit.thresholds[name])]
+        writer.writerow([row.path, row.patient_id, *cells])
+    return atomic_write_text(out_path, buffer.getvalue())
+
+
+def finetune_findings_backbone(spec, task: ImageSet, task_source, settings: ProbeSettings, finetune_settings, output, dataset=None, label=None, progress=True):
+    """``finetune_backbone`` for a task evaluated per finding: one output per finding, the same split and tables as its probe."""
+    findings = findings_task(task.manifest, settings)
+    train, test, source, purged = findings_split(findings, settings.seed, settings.split_policy)
+    output = Path(output)
+    fit, tuned = finetune_findings(spec, task, findings, train, test, replace(finetune_settings, seed=settings.seed), settings.min_patients,
+                                   output.with_name(output.stem + "_state"), progress)  # fmt: skip
+    if not fit.scored:
+        raise CxrsslError(f"{task_source}: no finding can be scored on the test part ({'; '.join(f'{k}: {v}' for k, v in fit.excluded.items())})")
+    intervals, macro = finding_intervals(findings, fit, test, settings.bootstrap, settings.seed)
+    counts = {name: {"test_images": int(np.isfinite(findings.targets[test, j]).sum())} for j, name in enumerate(findings.names)}
+    result = FindingsProbeResult(fit, intervals, macro, counts, len(train), len(test), source, test, purged)
+    payload = result_payload(spec, task_source, result, dataset, label or f"{pretext_label(spec)}, fine-tuned")
+    payload.update({"method": "finetune", "chosen_epoch": tuned.chosen_epoch, "val_auc": tuned.val_auc, "n_fit": tuned.n_fit, "n_val": tuned.n_val,
+                    "finetune": finetune_settings.to_dict()})  # fmt: skip
+    return result, tuned, payload
 
 
 def finetune_backbone(

@@ -39,12 +39,12 @@ from torch import nn
 
 from cxrssl.checkpoint import checkpoint_metadata, load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_weights
 from cxrssl.data.images import ImageSet
-from cxrssl.data.splits import patient_grouped_split
+from cxrssl.data.splits import multilabel_patient_split, patient_grouped_split
 from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, scheduled_lr, training_step
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, extract_features
-from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion
-from cxrssl.eval.model import LinearProbe
+from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion, youden_threshold
+from cxrssl.eval.model import FindingsModel, LinearProbe
 from cxrssl.hardware import native_bf16, resolve_device
 from cxrssl.models import feature_dim
 from cxrssl.seeding import derived_generator, seed_everything
@@ -87,16 +87,31 @@ class FinetuneSettings:
 
 
 class Classifier(nn.Module):
-    """Backbone then a linear head: normalised images (N, 1, S, S) -> positive-class logit (N,)."""
+    """Backbone then a linear head: normalised images (N, 1, S, S) -> positive-class logit (N,), or one per finding (N, F).
 
-    def __init__(self, backbone: nn.Module, features: int):
+    With ``outputs`` findings the loss is the binary cross-entropy of every labelled
+    entry (a NaN target is not labelled and adds nothing), each finding's positives
+    weighted by its ``pos_weight``, averaged over the labelled entries.
+    """
+
+    def __init__(self, backbone: nn.Module, features: int, outputs: int | None = None):
         super().__init__()
-        self.backbone, self.head = backbone, nn.Linear(features, 1)
+        self.outputs = outputs
+        self.backbone, self.head = backbone, nn.Linear(features, outputs or 1)
         self.loss = nn.BCEWithLogitsLoss()
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.head(self.backbone(images)).squeeze(1).float()
-        return logits if targets is None else self.loss(logits, targets)
+        logits = self.head(self.backbone(images)).float()
+        if self.outputs is None:
+            logits = logits.squeeze(1)
+            return logits if targets is None else self.loss(logits, targets)
+        if targets is None:
+            return logits
+        labelled = torch.isfinite(targets)
+        losses = nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.where(labelled, targets, 0.0), pos_weight=self.loss.pos_weight, reduction="none"
+        )
+        return (losses * labelled).sum() / labelled.sum().clamp(min=1)
 
 
 @dataclass
@@ -112,6 +127,7 @@ class FinetuneFit:
     n_fit: int
     n_val: int
     model: Classifier = field(repr=False, default=None)
+    thresholds: np.ndarray | None = None  # multi-label: each finding's threshold, chosen on the validation part
 
     def probe(self, positive: str, negative: str) -> LinearProbe:
         """The head as a LinearProbe on raw features (mean 0, scale 1), for ``save_model`` and ``predict``."""
@@ -119,15 +135,35 @@ class FinetuneFit:
         zeros = np.zeros_like(weight)
         return LinearProbe(zeros, zeros + 1, weight, float(self.model.head.bias.detach()[0]), positive, negative, c=float("nan"))
 
+    def findings_probe(self, names: Sequence[str]) -> FindingsModel:
+        """A multi-label head as a FindingsModel on raw features, with the thresholds chosen on the validation part."""
+        weight = self.model.head.weight.detach().double().numpy()
+        zeros = np.zeros(weight.shape[1])
+        return FindingsModel(tuple(names), zeros, zeros + 1, weight, self.model.head.bias.detach().double().numpy(), np.asarray(self.thresholds, float),
+                             np.full(len(names), np.nan))  # fmt: skip
 
-def carve_validation(patients: Sequence[str], labels: Sequence[str], rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, validation rows): a stratified share ``fraction`` of the training part's patients held out."""
+
+def carve_validation(patients: Sequence[str], labels: Sequence[str] | np.ndarray, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, validation rows): a stratified share ``fraction`` of the training part's patients held out.
+
+    ``labels`` may be a findings matrix (n, F): the share is then stratified over the
+    findings (``data.splits.multilabel_patient_split``), and each part must hold both
+    classes of at least one finding.
+    """
     rows = np.asarray(rows, dtype=int)
     patients = np.asarray(patients, dtype=object)
-    parts = np.array(patient_grouped_split(patients[rows], [labels[i] for i in rows], {"train": 1 - fraction, "val": fraction}, seed=seed))
+    fractions = {"train": 1 - fraction, "val": fraction}
+    if isinstance(labels, np.ndarray) and labels.ndim == 2:
+        parts = np.array(multilabel_patient_split(patients[rows], labels[rows], fractions, seed=seed))
+    else:
+        parts = np.array(patient_grouped_split(patients[rows], [labels[i] for i in rows], fractions, seed=seed))
     fit, val = rows[parts == "train"], rows[parts == "val"]
     for name, part in (("validation", val), ("fitting", fit)):
-        classes = {labels[i] for i in part}
+        if isinstance(labels, np.ndarray) and labels.ndim == 2:
+            values = labels[part]
+            classes = {0, 1} if ((values == 1).any(axis=0) & (values == 0).any(axis=0)).any() else set(values[np.isfinite(values)].astype(int).tolist())
+        else:
+            classes = {labels[i] for i in part}
         if len(classes) < 2:
             raise FinetuneError(
                 f"the {name} part carved from {len(set(patients[rows]))} training patients holds "
@@ -157,27 +193,33 @@ def finetune(
 ) -> FinetuneFit:
     """Fine-tune ``spec``'s backbone on ``train_rows`` (validation carved from them), then score ``test_rows``."""
     targets = np.asarray(targets)
-    labels = [str(t) for t in targets]
+    findings = targets.ndim == 2  # multi-label: one output per finding, NaN = not labelled
+    labels = targets.astype(float) if findings else [str(t) for t in targets]
     fit_rows, val_rows = carve_validation(patients, labels, train_rows, settings.val_fraction, settings.seed)
     if len(fit_rows) < 2:
         raise FinetuneError(f"only {len(fit_rows)} image(s) left to fine-tune on; give more labelled patients")
     device = resolve_device(settings.device)
     prepare_device(device)
     seed_everything(settings.seed)
-    model = Classifier(spec.build(), feature_dim(spec.arch)).to(device).to(memory_format=torch.channels_last)
+    model = Classifier(spec.build(), feature_dim(spec.arch), targets.shape[1] if findings else None).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(
         [{"params": model.backbone.parameters(), "lr": settings.backbone_lr}, {"params": model.head.parameters(), "lr": settings.head_lr}],
         settings.head_lr, settings.weight_decay, device,
     )  # fmt: skip
-    positives = float(targets[fit_rows].sum())
-    model.loss.pos_weight = torch.tensor(max(1.0, len(fit_rows) - positives) / max(1.0, positives), device=device)
+    if findings:  # per finding: labelled negatives / positives of the fitting part
+        fitted = targets[fit_rows].astype(float)
+        positives, negatives = (fitted == 1).sum(axis=0), (fitted == 0).sum(axis=0)
+        model.loss.pos_weight = torch.tensor(np.maximum(1.0, negatives) / np.maximum(1.0, positives), dtype=torch.float32, device=device)
+    else:
+        positives = float(targets[fit_rows].sum())
+        model.loss.pos_weight = torch.tensor(max(1.0, len(fit_rows) - positives) / max(1.0, positives), device=device)
     batch_size = min(settings.batch_size, len(fit_rows))
     steps_per_epoch = len(fit_rows) // batch_size
     total_steps = steps_per_epoch * settings.epochs
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.amp and native_bf16(device) else nullcontext()
     augment = BatchAugment(settings.augment, images.size)
     state = _State(Path(work_dir), spec.arch, images.size) if work_dir else None
-    key = _state_key(spec, fit_rows, val_rows, settings)
+    key = _state_key(spec, fit_rows, val_rows, settings, targets)
     val_curve: list[float] = []
     best = (-1.0, 0, None)  # (AUC, epoch, weights)
     start = 0
@@ -201,7 +243,7 @@ def finetune(
         diverged = tracker.diverged_at()
         if diverged:
             raise FinetuneError(f"the loss became {diverged[1]} at epoch {epoch}, step {diverged[0]}; lower --lr/--backbone-lr")
-        val_auc = float(roc_auc_score(targets[val_rows], _scores(model, images, val_rows, device)))
+        val_auc = _validation_auc(targets[val_rows], _scores(model, images, val_rows, device))
         val_curve.append(val_auc)
         if val_auc > best[0]:
             best = (val_auc, epoch, copy.deepcopy(model.state_dict()))
@@ -213,6 +255,12 @@ def finetune(
             raise KeyboardInterrupt
     model.load_state_dict(best[2])
     scores = _scores(model, images, np.asarray(test_rows), device)
+    if findings:  # per-finding metrics are the caller's (eval.multilabel): they depend on which findings can be scored
+        val_scores = _scores(model, images, val_rows, device)
+        thresholds = np.array([youden_threshold(targets[val_rows, j], val_scores[:, j]) for j in range(targets.shape[1])])
+        if state:
+            state.remove()
+        return FinetuneFit(best[1], val_curve, {}, {}, {}, scores, len(fit_rows), len(val_rows), model.cpu().eval(), thresholds)
     truth = targets[test_rows]
     patients = np.asarray(patients, dtype=object)
     intervals = bootstrap_intervals(truth, scores, patients[test_rows], resamples=bootstrap, seed=settings.seed) if bootstrap else {}
@@ -222,11 +270,26 @@ def finetune(
                        len(fit_rows), len(val_rows), model.cpu().eval())  # fmt: skip
 
 
-def _state_key(spec: BackboneSpec, fit_rows, val_rows, settings: FinetuneSettings) -> str:
+def _validation_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The AUC that picks the epoch: binary, or the mean over the findings whose labelled validation entries hold both classes."""
+    if truth.ndim == 1:
+        return float(roc_auc_score(truth, scores))
+    values = []
+    for j in range(truth.shape[1]):
+        labelled = np.isfinite(truth[:, j])
+        if 0 < truth[labelled, j].sum() < labelled.sum():
+            values.append(roc_auc_score(truth[labelled, j], scores[labelled, j]))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _state_key(spec: BackboneSpec, fit_rows, val_rows, settings: FinetuneSettings, targets: np.ndarray) -> str:
+    """What a fine-tune depends on: the backbone, the rows, the settings and the targets it learns (other findings: another fine-tune)."""
     import hashlib
 
     text = json.dumps([spec.identity(), np.asarray(fit_rows).tolist(), np.asarray(val_rows).tolist(), settings.to_dict()], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    digest = hashlib.sha256(text.encode())
+    digest.update(np.ascontiguousarray(np.asarray(targets, dtype=float)).tobytes())
+    return digest.hexdigest()
 
 
 class _State:

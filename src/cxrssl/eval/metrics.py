@@ -46,6 +46,27 @@ def binary_metrics(y_true: Sequence[int], y_score: Sequence[float], threshold: f
     }
 
 
+def youden_threshold(truth: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold maximising sensitivity + specificity − 1 (Youden's J) on these scores; 0.5 when one class is missing.
+
+    It lies halfway between the best score and the next lower one, so that ``score >=
+    threshold`` classifies these scores exactly as the best cut does; ties of J go to the
+    higher threshold. Entries with a NaN truth or score are left out. O(n log n).
+    """
+    truth, scores = np.asarray(truth, dtype=float), np.asarray(scores, dtype=float)
+    keep = np.isfinite(truth) & np.isfinite(scores)
+    truth, scores = truth[keep].astype(bool), scores[keep]
+    if truth.all() or not truth.any():
+        return 0.5
+    order = np.argsort(-scores, kind="stable")
+    ranked, positive = scores[order], truth[order]
+    last_of_tie = np.r_[ranked[1:] != ranked[:-1], True]
+    cuts = ranked[last_of_tie]
+    j = np.cumsum(positive)[last_of_tie] / positive.sum() - np.cumsum(~positive)[last_of_tie] / (~positive).sum()
+    best = int(np.argmax(j))
+    return float((cuts[best] + cuts[best + 1]) / 2 if best + 1 < len(cuts) else cuts[best])
+
+
 def bootstrap_intervals(
     y_true: Sequence[int],
     y_score: Sequence[float],

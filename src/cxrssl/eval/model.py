@@ -1,4 +1,4 @@
-"""A saved model: a frozen backbone plus its fitted linear probe, ready to predict.
+"""A saved model: a frozen backbone plus its fitted linear probe (binary, or one output per finding), ready to predict.
 
 ``cxrssl probe --save-model DIR`` writes ``DIR/model.json`` and ``DIR/model.safetensors``
 in the checkpoint format (``checkpoint.py``): the backbone's weights, and the probe as
@@ -23,6 +23,7 @@ from torch import nn
 
 from cxrssl.checkpoint import CheckpointError, backbone_from_tensors, checkpoint_metadata, load_tensors, save_weights
 from cxrssl.errors import CxrsslError
+from cxrssl.eval.probe import ProbeResult
 
 MODEL_FILE = "model.json"
 
@@ -58,6 +59,33 @@ class LinearProbe:
         return 1.0 / (1.0 + np.exp(-logits))
 
 
+@dataclass
+class FindingsModel:
+    """The fitted probe of every fitted finding: standardisation, then one logistic regression per finding."""
+
+    names: tuple[str, ...]  # the fitted findings, in the task's order
+    mean: np.ndarray  # (d,)
+    scale: np.ndarray  # (d,)
+    coef: np.ndarray  # (F, d), on standardised features
+    intercept: np.ndarray  # (F,)
+    thresholds: np.ndarray  # (F,) chosen on the training part
+    c: np.ndarray  # (F,) the chosen C of each finding
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """(n, F) probabilities, one column per finding of ``names``."""
+        logits = ((np.asarray(features, dtype=float) - self.mean) / self.scale) @ self.coef.T + self.intercept
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def folded(self) -> nn.Linear:
+        """One linear layer computing every finding's logit from raw features (standardisation folded in), for Grad-CAM."""
+        weight = self.coef / self.scale
+        layer = nn.Linear(weight.shape[1], weight.shape[0])
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(weight).float())
+            layer.bias.copy_(torch.from_numpy(self.intercept - weight @ self.mean).float())
+        return layer
+
+
 class ProbeModel(nn.Module):
     """Backbone then folded probe: images (N, 1, S, S) normalised -> positive-class logit (N, 1)."""
 
@@ -72,7 +100,7 @@ class ProbeModel(nn.Module):
 @dataclass
 class SavedModel:
     backbone: nn.Module
-    probe: LinearProbe
+    probe: LinearProbe | FindingsModel  # binary, or one output per finding
     arch: str
     image_size: int
     source: str  # the checkpoint (or random init) the backbone came from
@@ -81,13 +109,17 @@ class SavedModel:
         return ProbeModel(self.backbone, self.probe.folded()).eval()
 
 
-def save_model(folder: str | Path, backbone: nn.Module, probe: LinearProbe, arch: str, image_size: int, source: str, metrics: dict) -> Path:
+def save_model(folder: str | Path, backbone: nn.Module, probe: LinearProbe | FindingsModel, arch: str, image_size: int, source: str, metrics: dict) -> Path:
     folder = Path(folder)
     tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    for name in ("mean", "scale", "coef"):
-        tensors[f"probe.{name}"] = torch.from_numpy(np.asarray(getattr(probe, name), dtype=np.float64))
-    tensors["probe.intercept"] = torch.tensor([probe.intercept], dtype=torch.float64)
-    details = {"positive": probe.positive, "negative": probe.negative, "threshold": probe.threshold, "c": probe.c}
+    names = ("mean", "scale", "coef", "intercept", "thresholds", "c") if isinstance(probe, FindingsModel) else ("mean", "scale", "coef")
+    for name in names:
+        tensors[f"probe.{name}"] = torch.from_numpy(np.ascontiguousarray(getattr(probe, name), dtype=np.float64))
+    if isinstance(probe, FindingsModel):
+        details = {"findings": list(probe.names)}
+    else:
+        tensors["probe.intercept"] = torch.tensor([probe.intercept], dtype=torch.float64)
+        details = {"positive": probe.positive, "negative": probe.negative, "threshold": probe.threshold, "c": probe.c}
     metadata = checkpoint_metadata(arch, image_size, 0, {}, kind="probe-model", source=source, probe=details, test_metrics=metrics)
     return save_weights(folder / MODEL_FILE, tensors, metadata)
 
@@ -103,6 +135,9 @@ def load_model(folder: str | Path) -> SavedModel:
     backbone = backbone_from_tensors(tensors, metadata["arch"], path)
     try:
         details = metadata["probe"]
+        if "findings" in details:
+            probe = _findings_probe(tensors, details)
+            return SavedModel(backbone, probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
         probe = LinearProbe(
             *(tensors[f"probe.{name}"].numpy() for name in ("mean", "scale", "coef")),
             float(tensors["probe.intercept"][0]),
@@ -116,8 +151,23 @@ def load_model(folder: str | Path) -> SavedModel:
     return SavedModel(backbone, probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
 
 
+def _findings_probe(tensors: dict, details: dict) -> FindingsModel:
+    """The per-finding probe of a saved model, its shapes checked against its finding names."""
+    names = tuple(str(name) for name in details["findings"])
+    values = {name: tensors[f"probe.{name}"].double().numpy() for name in ("mean", "scale", "coef", "intercept", "thresholds", "c")}
+    count, width = len(names), values["mean"].shape[0]
+    expected = {"mean": (width,), "scale": (width,), "coef": (count, width), "intercept": (count,), "thresholds": (count,), "c": (count,)}
+    wrong = [name for name, shape in expected.items() if values[name].shape != shape]
+    in_range = all(np.isfinite(values[name]).all() for name in expected if name != "c") and ((values["thresholds"] >= 0) & (values["thresholds"] <= 1)).all()
+    if not names or wrong or not in_range:
+        raise ValueError(f"probe tensors {', '.join(wrong) or 'values'} do not fit {count} findings")
+    return FindingsModel(names, values["mean"], values["scale"], values["coef"], values["intercept"], values["thresholds"], values["c"])
+
+
 def save_probe_model(folder: str | Path, spec, result) -> Path:
     """``probe --save-model``: the backbone of ``spec`` and the probe fitted in ``result`` (a ProbeResult)."""
     spec.require_last_stage("a saved model")
+    if not isinstance(result, ProbeResult):  # an eval.multilabel.FindingsProbeResult: one output per fitted finding
+        return save_model(folder, spec.build(), result.fit.model, spec.arch, spec.image_size, spec.description, result.fit.metrics)
     probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
     return save_model(folder, spec.build(), probe, spec.arch, spec.image_size, spec.description, result.metrics)

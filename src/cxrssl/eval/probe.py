@@ -145,12 +145,16 @@ class ProbeSettings:
     folds: int = 5  # cross-validation folds for choosing C
     c_grid: tuple[float, ...] = C_GRID
     split_policy: str = "refuse"  # a patient in the training and test parts of the manifest's split: "refuse" or "purge"
+    findings: tuple[str, ...] | None = None  # per-finding evaluation (eval.multilabel): the findings to keep, () = all; None: when the task has no binary label
+    min_patients: int = 5  # per finding: positive and negative labelled test patients it needs to be scored (eval.multilabel)
 
     def __post_init__(self):
         if self.split_policy not in SPLIT_POLICIES:
             raise ProbeError(f"unknown split policy {self.split_policy!r}; use one of {', '.join(SPLIT_POLICIES)}")
         if self.folds < 2:
             raise ProbeError(f"--folds {self.folds}: cross-validation needs at least 2 folds")
+        if self.min_patients < 1:
+            raise ProbeError(f"--min-patients {self.min_patients}: give at least 1")
         if self.bootstrap < 0:
             raise ProbeError(f"--bootstrap {self.bootstrap}: give 0 (no intervals) or a positive number of resamples")
 

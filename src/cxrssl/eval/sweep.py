@@ -20,6 +20,7 @@ from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.multilabel import FindingsProbeResult
 from cxrssl.eval.probe import ProbeResult, ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.report.plots import plot_sweep
@@ -56,14 +57,15 @@ def sweep_run(
     first = BackboneSpec.from_checkpoint(checkpoints[0])
     pretrain_seed = int(run.read_config()["pretrain"].get("seed", 0)) if run.config.is_file() else 0
     specs = [BackboneSpec.random(first.arch, first.image_size, pretrain_seed)] + [BackboneSpec.from_checkpoint(c) for c in checkpoints]
-    task = task or load_task(task_data, first.image_size, progress)
+    task = task or load_task(task_data, first.image_size, progress, settings)
     rows, results = [], []
     for spec in specs:
         result = evaluate_backbone(spec, task, settings, progress=progress)
         results.append(result)
         rows.append({"epoch": spec.epoch, **result_payload(spec, task_data, result)})
         if progress:
-            print(f"epoch {spec.epoch:4d}: AUC {result.metrics['auc']:.3f}  ACC {result.metrics['accuracy']:.3f}")
+            mean = " (means over the findings)" if isinstance(result, FindingsProbeResult) else ""
+            print(f"epoch {spec.epoch:4d}: AUC {result.metrics['auc']:.3f}  ACC {result.metrics['accuracy']:.3f}{mean}")
     out_dir = Path(out_dir) if out_dir else run.root / f"sweep_{rows[0]['dataset']}"
     monitors = monitor_correlations(rows, log)
     atomic_write_json(out_dir / "sweep.json", {"run": str(run.root), "task": str(task_data), "rows": rows, "log": log, "monitors": monitors})
@@ -109,7 +111,7 @@ def _sweep_csv(rows: list[dict], log: list[dict]) -> str:
     writer.writerow(header)
     for row in rows:
         entry = at.get(row["epoch"], {})
-        line = [row["epoch"], entry.get("loss", ""), *(entry.get(name, "") for name in MONITOR_COLUMNS), row["chosen_c"]]
+        line = [row["epoch"], entry.get("loss", ""), *(entry.get(name, "") for name in MONITOR_COLUMNS), row.get("chosen_c", "per finding")]
         for metric in METRICS:
             low, high = row["intervals_95"].get(metric, (float("nan"), float("nan")))  # none with --bootstrap 0
             line += [f"{row['metrics'][metric]:.4f}", f"{low:.4f}", f"{high:.4f}"]

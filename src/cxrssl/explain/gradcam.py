@@ -26,8 +26,8 @@ def last_conv_block(backbone: nn.Module) -> nn.Module:
     return convolutions[-1]
 
 
-def gradcam_maps(model: nn.Module, target_layer: nn.Module, pixels: torch.Tensor, batch_size: int = 16) -> np.ndarray:
-    """(N, S, S) heat maps in [0, 1] for the positive-class logit (model output column 0).
+def gradcam_maps(model: nn.Module, target_layer: nn.Module, pixels: torch.Tensor, batch_size: int = 16, output: int = 0) -> np.ndarray:
+    """(N, S, S) heat maps in [0, 1] for the logit in column ``output``: the positive class, or one finding of a multi-label model.
 
     ``pixels``: (N, S, S) uint8. Each map is scaled to its own maximum by the library.
     Runs on the GPU when one is visible, like feature extraction (which may already
@@ -42,7 +42,7 @@ def gradcam_maps(model: nn.Module, target_layer: nn.Module, pixels: torch.Tensor
     with GradCAM(model=model, target_layers=[target_layer]) as cam:
         for start in range(0, len(pixels), batch_size):
             inputs = normalize_pixels(pixels[start : start + batch_size].unsqueeze(1).to(device))
-            maps.append(cam(input_tensor=inputs, targets=[ClassifierOutputTarget(0)] * len(inputs)))
+            maps.append(cam(input_tensor=inputs, targets=[ClassifierOutputTarget(output)] * len(inputs)))
     return np.concatenate(maps) if maps else np.zeros((0, *pixels.shape[1:]), np.float32)
 
 

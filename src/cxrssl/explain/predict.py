@@ -15,6 +15,7 @@ from PIL import Image
 
 from cxrssl.data.images import decode_manifest
 from cxrssl.data.manifest import Manifest, ManifestRow
+from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import extract_features
 from cxrssl.eval.model import load_model
 from cxrssl.explain.gradcam import gradcam_maps, last_conv_block, overlay
@@ -23,33 +24,62 @@ from cxrssl.explain.gradcam import gradcam_maps, last_conv_block, overlay
 @dataclass
 class Prediction:
     path: str
-    probability: float  # P(positive)
+    probability: float  # P(positive); for a multi-label model, of the first finding
     positive: str
-    predicted: str
+    predicted: str  # the class; for a multi-label model, the findings above their thresholds joined by '|' (or 'No Finding')
+    probabilities: dict[str, float] | None = None  # multi-label: P(finding) per finding
 
 
-def predict_images(model_dir: str | Path, paths: list[str], heatmaps: str | Path | None = None) -> tuple[list[Prediction], list[tuple[str, str]]]:
-    """Predictions for the readable images, and (path, reason) for the others."""
+def predict_images(
+    model_dir: str | Path, paths: list[str], heatmaps: str | Path | None = None, finding: str | None = None
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Predictions for the readable images, and (path, reason) for the others.
+
+    ``heatmaps``: a folder for Grad-CAM overlays; of a multi-label model, one per finding
+    above its threshold, or of ``finding`` only, for every image.
+    """
     model = load_model(model_dir)
+    probe = model.probe
+    findings = getattr(probe, "names", None)
+    if finding is not None and (findings is None or finding not in findings):
+        known = ", ".join(findings) if findings else "none: the model is binary"
+        raise CxrsslError(f"--finding {finding!r}: not a finding of {model_dir} (its findings: {known})")
     rows = [ManifestRow(str(Path(path).resolve())) for path in paths]
     images = decode_manifest(Manifest(rows, Path.cwd()), model.image_size, progress=False)
     if len(images) == 0:
         return [], images.unreadable
-    probabilities = model.probe.probability(extract_features(model.backbone, images))
-    probe = model.probe
-    predictions = [
-        Prediction(row.path, float(p), probe.positive, probe.positive if p >= probe.threshold else probe.negative)
-        for row, p in zip(images.manifest.rows, probabilities)
-    ]
+    probabilities = probe.probability(extract_features(model.backbone, images))
+    if findings is None:
+        predictions = [
+            Prediction(row.path, float(p), probe.positive, probe.positive if p >= probe.threshold else probe.negative)
+            for row, p in zip(images.manifest.rows, probabilities)
+        ]
+        wanted = [[0] for _ in predictions]
+    else:
+        above = probabilities >= probe.thresholds
+        predictions = [
+            Prediction(row.path, float(p[0]), findings[0], "|".join(f for f, hit in zip(findings, hits) if hit) or "No Finding", dict(zip(findings, map(float, p))))
+            for row, p, hits in zip(images.manifest.rows, probabilities, above)
+        ]
+        wanted = [[findings.index(finding)] if finding else list(np.flatnonzero(hits)) for hits in above]
     if heatmaps:
         folder = Path(heatmaps)
         folder.mkdir(parents=True, exist_ok=True)
         network = model.as_module()
         pixels = images.batch(np.arange(len(images)))
         names = heatmap_names([row.path for row in images.manifest.rows])
-        for name, gray, heat in zip(names, pixels.numpy(), gradcam_maps(network, last_conv_block(network.backbone), pixels)):
-            Image.fromarray(overlay(gray, heat)).save(folder / name)
+        for output in sorted({j for columns in wanted for j in columns}):
+            chosen = [i for i, columns in enumerate(wanted) if output in columns]
+            maps = gradcam_maps(network, last_conv_block(network.backbone), pixels[chosen], output=output)
+            for i, heat in zip(chosen, maps):
+                name = names[i] if findings is None else names[i].replace("_gradcam.png", f"_{safe_name(findings[output])}_gradcam.png")
+                Image.fromarray(overlay(pixels[i].numpy(), heat)).save(folder / name)
     return predictions, images.unreadable
+
+
+def safe_name(text: str) -> str:
+    """A finding's name as a file-name part: letters, digits, '-' and '_' kept, anything else '_'."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
 def heatmap_names(paths: list[str]) -> list[str]:

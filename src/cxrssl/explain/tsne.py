@@ -16,10 +16,21 @@ import numpy as np
 from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
+from cxrssl.data.findings import finding_labels
 from cxrssl.data.images import ImageSet
+from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
 from cxrssl.fileio import atomic_write_text
 from cxrssl.report.plots import plt
+
+
+def finding_classes(task: ImageSet, finding: str) -> np.ndarray:
+    """Each image's class for one finding: '<finding>', 'no <finding>' or 'not labelled'."""
+    labels = finding_labels(task.manifest)
+    if labels is None:
+        raise CxrsslError(f"{task.manifest.name}: has no findings columns; --finding needs a manifest with findings")
+    values = labels.subset([finding]).values[:, 0]
+    return np.where(values == 1, finding, np.where(values == 0, f"no {finding}", "not labelled"))
 
 
 def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -28,9 +39,14 @@ def tsne_embedding(features: np.ndarray, seed: int = 0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(scaled)
 
 
-def tsne_panels(specs: list[BackboneSpec], task: ImageSet, out_path: str | Path, seed: int = 0, progress: bool = False) -> tuple[Path, Path]:
-    """Draw one panel per backbone; returns (figure, coordinates CSV)."""
-    labels = np.array(task.manifest.labels)
+def tsne_panels(
+    specs: list[BackboneSpec], task: ImageSet, out_path: str | Path, seed: int = 0, progress: bool = False, finding: str | None = None
+) -> tuple[Path, Path]:
+    """Draw one panel per backbone; returns (figure, coordinates CSV).
+
+    ``finding``: colour a multi-label task's points by that finding (positive, negative, not labelled) instead of by class.
+    """
+    labels = np.array(task.manifest.labels) if finding is None else finding_classes(task, finding)
     classes = sorted(set(labels))
     colours = dict(zip(classes, plt.get_cmap("tab10").colors))
     figure, axes = plt.subplots(1, len(specs), figsize=(3.6 * len(specs), 3.9), dpi=110, squeeze=False)
@@ -45,8 +61,8 @@ def tsne_panels(specs: list[BackboneSpec], task: ImageSet, out_path: str | Path,
         axis.set_title(spec.init_label if spec.checkpoint is None else f"epoch {spec.epoch}", fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
-        for row, (x, y) in zip(task.manifest.rows, coords):
-            writer.writerow([spec.description, spec.epoch, row.path, row.label, f"{x:.4f}", f"{y:.4f}"])
+        for row, label, (x, y) in zip(task.manifest.rows, labels, coords):
+            writer.writerow([spec.description, spec.epoch, row.path, label, f"{x:.4f}", f"{y:.4f}"])
     handles, names = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, names, loc="lower center", ncol=len(classes), markerscale=3, frameon=False)
     figure.tight_layout(rect=(0, 0.08, 1, 1))

@@ -37,10 +37,15 @@ def read_result(path: str | Path) -> dict:
         found = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise CxrsslError(f"{path}: cannot read a result ({error}); pass the -o files of `cxrssl probe` or a compare.json") from None
-    if not isinstance(found, dict) or not (is_compare(found) or "metrics" in found):
+    if not isinstance(found, dict) or not (is_compare(found) or is_findings_result(found) or "metrics" in found):
         raise CxrsslError(f"{path}: neither a probe result nor a compare.json; pass the -o files of `cxrssl probe` or `cxrssl compare`")
     return found
 
 
 def is_compare(result: dict) -> bool:
     return result.get("kind") == "cxrssl-compare"
+
+
+def is_findings_result(result: dict) -> bool:
+    """A per-finding probe or fine-tune result (``eval.multilabel``)."""
+    return result.get("kind") == "cxrssl-findings-probe"

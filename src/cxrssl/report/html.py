@@ -23,14 +23,15 @@ from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import load_task
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.multilabel import MACRO, FindingsProbeResult
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.eval.sweep import sweep_run
-from cxrssl.explain.gallery import draw_galleries
+from cxrssl.explain.gallery import chosen_finding, draw_galleries
 from cxrssl.explain.tsne import tsne_panels
 from cxrssl.fileio import atomic_write_text
 from cxrssl.report.plots import plot_label_efficiency, plot_loss_curve, plot_paired_differences
 from cxrssl.run import RunFolder
-from cxrssl.report.tables import HEADERS, estimate_cell, p_value_cell, metric_cells
+from cxrssl.report.tables import HEADERS, MEAN_AUC, estimate_cell, finding_auc_cell, format_cell, metric_cells, p_value_cell
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; color: #222; line-height: 1.4; }
@@ -67,38 +68,61 @@ def _even_picks(items: list, count: int) -> list:
     return [items[i] for i in sorted({round(x) for x in np.linspace(0, len(items) - 1, count)})]
 
 
-def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, settings: ProbeSettings, progress: bool) -> str:
+def _findings_table(rows: list[dict], dataset: str) -> str:
+    """The per-finding table of probe results: AUC per finding and the macro mean, CheXpert-style."""
+    findings = list(dict.fromkeys(entry["finding"] for row in rows for entry in row["findings"]))
+    cells = [
+        [dataset, row["label"], *(finding_auc_cell(row, name) for name in findings), format_cell(row["macro_auc"], row.get("macro_auc_95")), row["n_test"]]
+        for row in rows
+    ]
+    return _table(["dataset", "pretext", *findings, MEAN_AUC, "test images"], cells, "table3")
+
+
+def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, settings: ProbeSettings, progress: bool, finding: str | None = None) -> str:
     image_size = BackboneSpec.from_checkpoint(run.saved_checkpoints()[-1]).image_size
-    task = load_task(task_path, image_size, progress)
+    task = load_task(task_path, image_size, progress, settings)
     sweep = sweep_run(run.root, task_path, workdir / f"sweep_{index}", settings, progress, task=task)
     rows, final, result = sweep.rows, sweep.specs[-1], sweep.results[-1]
     dataset = rows[0]["dataset"]
-    table3 = _table(
-        ["dataset", "pretext", *(HEADERS[m] for m in METRICS), "C", "test images"],
-        [[dataset, row["label"], *metric_cells(row), row["chosen_c"], row["n_test"]] for row in (rows[-1], rows[0])],
-        "table3",
-    )
-    per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(metric_cells(row)[:2]), row["chosen_c"]] for row in rows], "sweep")
-    tsne, _ = tsne_panels(_even_picks(sweep.specs[1:], 4), task, workdir / f"tsne_{index}.png", seed=settings.seed, progress=progress)
-    gradcam, errors = draw_galleries(final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png")
-    counts = task.manifest.label_counts()
+    per_finding = isinstance(result, FindingsProbeResult)
+    if per_finding:
+        shown = chosen_finding(result, finding)
+        table3 = _findings_table([rows[-1], rows[0]], dataset)
+        left_out = "; ".join(f"{html.escape(name)} ({html.escape(why)})" for name, why in rows[-1]["excluded"].items())
+        heading = "<h3>Per finding: final checkpoint against its random initialisation</h3>"
+        caption = (f'<p class="meta">AUC in percent, 95 % bootstrap intervals over test patients; {MEAN_AUC}: the macro mean over the findings scored.'
+                   + (f" Left out: {left_out}." if left_out else "") + "</p>")  # fmt: skip
+        counts = {entry["finding"]: entry["train_positive_patients"] + entry["test_positive_patients"] for entry in rows[-1]["findings"]}
+        what = f"positive patients per finding: {', '.join(f'{html.escape(k)} {v}' for k, v in counts.items())}"
+    else:
+        shown = result.positive
+        table3 = _table(
+            ["dataset", "pretext", *(HEADERS[m] for m in METRICS), "C", "test images"],
+            [[dataset, row["label"], *metric_cells(row), row["chosen_c"], row["n_test"]] for row in (rows[-1], rows[0])],
+            "table3",
+        )
+        heading = "<h3>Table III: final checkpoint against its random initialisation</h3>"
+        caption = '<p class="meta">Percent, 95 % bootstrap intervals over test patients.</p>'
+        what = "; ".join(f"{html.escape(k)} {v}" for k, v in sorted(task.manifest.label_counts().items())) + f"; positive class {html.escape(shown)}"
+    per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(metric_cells(row)[:2]), row.get("chosen_c", "per finding")] for row in rows], "sweep")
+    tsne, _ = tsne_panels(_even_picks(sweep.specs[1:], 4), task, workdir / f"tsne_{index}.png", seed=settings.seed, progress=progress,
+                          finding=shown if per_finding else None)  # fmt: skip
+    gradcam, errors = draw_galleries(final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png", finding=shown if per_finding else None)
     return "\n".join(
         [
             f"<h2>{html.escape(dataset)}</h2>",
-            f'<p class="meta">{html.escape(str(task_path))}: {len(task)} labelled images ('
-            + ", ".join(f"{html.escape(k)} {v}" for k, v in sorted(counts.items()))
-            + f"), {len(set(task.manifest.patient_keys))} patients; split: {html.escape(rows[-1]['split_source'])}; "
-            f"positive class {html.escape(result.positive)}.</p>",
-            "<h3>Table III: final checkpoint against its random initialisation</h3>",
+            f'<p class="meta">{html.escape(str(task_path))}: {len(task)} labelled images, {len(set(task.manifest.patient_keys))} patients; '
+            f"split: {html.escape(rows[-1]['split_source'])}; {what}.</p>",
+            heading,
             table3,
-            '<p class="meta">Percent, 95 % bootstrap intervals over test patients.</p>',
-            "<h3>Downstream probe per checkpoint</h3>",
+            caption,
+            "<h3>Downstream probe per checkpoint</h3>" + (f'<p class="meta">ACC and AUC: means over the findings scored.</p>' if per_finding else ""),
             _figure(sweep.folder / "sweep.png", "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (middle); label-free monitors per epoch, when the run logged them (right)"),
             per_epoch,
             "<h3>t-SNE of frozen features</h3>",
-            _figure(tsne, "t-SNE per checkpoint, coloured by class (all labelled images)"),
+            _figure(tsne, f"t-SNE per checkpoint, coloured by {'the finding ' + shown if per_finding else 'class'} (all labelled images)"),
             "<h3>Grad-CAM</h3>",
-            _figure(gradcam, f"Correctly classified {result.positive} test images, epoch {final.epoch}: where the probe's evidence comes from"),
+            _figure(gradcam, f"Correctly classified {shown} test images, epoch {final.epoch}: where the probe's evidence comes from"),
             "<h3>Errors for review</h3>",
             _figure(errors, "Most confident false positives and false negatives of the test part, with P(positive)"),
         ]
@@ -116,6 +140,7 @@ def _compare_section(payload: dict, workdir: Path, index: int) -> str:
         _figure(differences, f"AUC minus the reference ({reference}) per budget, paired over the same folds and label draws, 95 % interval; 0 = no gain"),
     ]
     for task in payload["tasks"]:
+        per_finding = bool(task.get("findings"))
         rows = [
             [row["budget"], row["backbone"], *(estimate_cell(row["metrics"][m]) for m in ("auc", "accuracy")),
              estimate_cell((row["difference"] or {}).get("auc"), signed=True) if row["difference"] else "(reference)",
@@ -124,11 +149,31 @@ def _compare_section(payload: dict, workdir: Path, index: int) -> str:
         ]
         blocks += [
             f"<h3>{html.escape(task['task'])}</h3>",
-            f'<p class="meta">{task["images"]} images of {task["patients"]} patients, positive class {html.escape(task["positive"])}; '
-            f"{html.escape(task['design_text'])}. Intervals and p: {html.escape(task['statistic'])}.</p>",
-            _table(["labels/class", "backbone", "AUC", "ACC", f"Δ AUC vs {reference}", "p", "training images"], rows, "compare"),
+            f'<p class="meta">{task["images"]} images of {task["patients"]} patients, '
+            + (f"{len(task['findings'])} findings (rows: their {MEAN_AUC})" if per_finding else f"positive class {html.escape(task['positive'])}")
+            + f"; {html.escape(task['design_text'])}. Intervals and p: {html.escape(task['statistic'])}.</p>",
+            _table(["labelled patients" if per_finding else "labels/class", "backbone", "AUC", "ACC", f"Δ AUC vs {reference}", "p", "training images"], rows, "compare"),
         ]
+        if per_finding:
+            blocks += [f"<h4>{html.escape(task['task'])} per finding: AUC, Δ vs {html.escape(reference)} [paired 95 % interval]</h4>", _compare_findings_table(task)]
     return "\n".join(blocks)
+
+
+def _compare_findings_table(task: dict) -> str:
+    """Per budget × backbone, each finding's AUC and its paired difference to the reference; '–' where a finding was left out."""
+    findings = task["findings"]
+    by_key = {(r["mode"], r["budget"], r["backbone"], r["finding"]): r for r in task["finding_rows"] + task["rows"]}
+    cells = []
+    for row in task["rows"]:
+        line = [row["budget"], row["backbone"]]
+        for name in [*findings, MACRO]:
+            found = by_key.get((row["mode"], row["budget"], row["backbone"], name))
+            text = "–" if found is None else estimate_cell(found["metrics"]["auc"])
+            if found is not None and found["difference"]:
+                text += f" (Δ {estimate_cell(found['difference']['auc'], signed=True)})"
+            line.append(text)
+        cells.append(line)
+    return _table(["labelled patients", "backbone", *findings, MEAN_AUC], cells, "compare")
 
 
 def build_report(
@@ -138,6 +183,7 @@ def build_report(
     settings: ProbeSettings = ProbeSettings(),
     progress: bool = True,
     compares: list[dict] = (),
+    finding: str | None = None,
 ) -> Path:
     """Write the report of ``run_dir`` evaluated on each labelled task (see the module docstring)."""
     run = RunFolder(run_dir)
@@ -152,7 +198,7 @@ def build_report(
         workdir = Path(workdir)
         loss = plot_loss_curve([int(e["epoch"]) for e in log], [float(e["loss"]) for e in log], workdir / "loss.png")
         sections = [_compare_section(payload, workdir, i) for i, payload in enumerate(compares)]
-        sections += [_task_section(run, task, workdir, i, settings, progress) for i, task in enumerate(tasks)]
+        sections += [_task_section(run, task, workdir, i, settings, progress, finding) for i, task in enumerate(tasks)]
         settings = [[key, json.dumps(value) if isinstance(value, (dict, list)) else value] for key, value in config["pretrain"].items()]
         data = [[key, config.get(key, "")] for key in ("manifest", "images_used", "patients_used", "unreadable_images", "pixels_from", "processes", "device")]
         page = "\n".join(

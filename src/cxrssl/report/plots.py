@@ -72,7 +72,7 @@ def _budget_positions(task: dict) -> tuple[list[str], dict[str, float], dict[str
     positions, labels = {}, {}
     for budget in budgets:
         if budget == "all":
-            per_class = next(row["train_patients"] for row in task["rows"] if row["budget"] == "all") / 2
+            per_class = next(row["train_patients"] for row in task["rows"] if row["budget"] == "all") / (1 if task.get("findings") else 2)
             positions[budget] = max(per_class, max((float(b) for b in budgets if b != "all"), default=1) * 1.5)
             labels[budget] = f"all\n(~{per_class:.0f})"
         else:
@@ -90,7 +90,8 @@ def _budget_panels(payload: dict, out_path: str | Path, ylabel: str, draw) -> Pa
         axes.set_xscale("log")
         axes.set_xticks([positions[b] for b in budgets], [labels[b] for b in budgets])
         axes.minorticks_off()
-        axes.set(xlabel="labelled patients per class", ylabel=ylabel, title=task["task"])
+        unit = task.get("budget_unit", "patients per class")
+        axes.set(xlabel=f"labelled {unit}", ylabel=ylabel if not task.get("findings") else f"mean {ylabel} over findings", title=task["task"])
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)
     figure.tight_layout()

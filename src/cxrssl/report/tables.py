@@ -7,7 +7,9 @@ import io
 import math
 
 from cxrssl.eval.metrics import METRICS
+from cxrssl.eval.multilabel import MACRO
 
+MEAN_AUC = "mean AUC"  # the column of the macro mean over findings
 HEADERS = {"accuracy": "ACC", "auc": "AUC", "sensitivity": "SEN", "specificity": "SPE", "f1": "F1"}
 
 
@@ -112,6 +114,98 @@ def p_value_cell(estimate: dict | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _finding_columns(results: list[dict]) -> list[str]:
+    """Every finding of the results, in the order first seen."""
+    return list(dict.fromkeys(entry["finding"] for result in results for entry in result["findings"]))
+
+
+def finding_auc_cell(result: dict, finding: str) -> str:
+    entry = next((e for e in result["findings"] if e["finding"] == finding), None)
+    if entry is None or "metrics" not in entry:
+        return "–"
+    return format_cell(entry["metrics"]["auc"], entry.get("intervals_95", {}).get("auc"))
+
+
+def findings_markdown_table(results: list[dict]) -> str:
+    """Per-finding probe (or fine-tune) results, CheXpert-style: rows = dataset × backbone, columns = each finding's AUC and the mean.
+
+    AUC in percent with its 95 % interval; '–' marks a finding left out (too few
+    patients in a part), named in a note under the table and never in the mean.
+    """
+    findings = _finding_columns(results)
+    lines = [
+        "| dataset | pretext | " + " | ".join(findings) + f" | {MEAN_AUC} | test images |",
+        "|---|---|" + "---|" * (len(findings) + 2),
+    ]
+    notes = []
+    for dataset, pretext, result in paper_table_rows(results):
+        mean = format_cell(result["macro_auc"], result.get("macro_auc_95") if result.get("macro_auc_95") and math.isfinite(result["macro_auc_95"][0]) else None)
+        cells = [finding_auc_cell(result, finding) for finding in findings]
+        lines.append(f"| {dataset} | {pretext} | " + " | ".join(cells) + f" | {mean} | {result['n_test']} |")
+        left_out = result.get("excluded", {})
+        if left_out:
+            notes.append(f"{dataset}, {pretext}: left out of the mean: " + "; ".join(f"{name} ({why})" for name, why in left_out.items()) + ".")
+    notes.append(f"{MEAN_AUC}: the macro mean over the findings scored. Other metrics per finding are in the result files.")
+    return "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes)
+
+
+
+def findings_csv_table(results: list[dict]) -> str:
+    """One line per dataset × backbone × finding (and the mean): every metric with its interval, or why it was left out."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header = ["dataset", "pretext", "finding"]
+    for metric in METRICS:
+        header += [HEADERS[metric], f"{HEADERS[metric]}_low", f"{HEADERS[metric]}_high"]
+    writer.writerow(header + ["threshold", "C", "test_images", "excluded"])
+    for dataset, pretext, result in paper_table_rows(results):
+        for entry in result["findings"]:
+            line = [dataset, pretext, entry["finding"]]
+            for metric in METRICS:
+                low, high = entry.get("intervals_95", {}).get(metric, (math.nan, math.nan))
+                line += [_percent(entry.get("metrics", {}).get(metric, math.nan)), _percent(low), _percent(high)]
+            writer.writerow(line + [entry.get("threshold", ""), entry.get("chosen_c", ""), entry.get("test_images", ""), entry.get("excluded", "")])
+        low, high = result.get("macro_auc_95") or (math.nan, math.nan)
+        line = [dataset, pretext, MEAN_AUC]
+        for metric in METRICS:
+            line += [_percent(result["macro_auc"]), _percent(low), _percent(high)] if metric == "auc" else ["", "", ""]
+        writer.writerow(line + ["", "", result["n_test"], ""])
+    return buffer.getvalue()
+
+
+def compare_findings_markdown(task: dict, reference: str) -> str:
+    """A multi-label task of a comparison: per budget × backbone, each finding's AUC and the mean; Δ vs the reference with its paired interval."""
+    findings = task["findings"]
+    lines = [
+        f"Per finding (AUC, and below it Δ AUC vs {reference} with its paired 95 % interval); budgets are labelled patients:",
+        "",
+        "| labelled patients | backbone | " + " | ".join(findings) + f" | {MEAN_AUC} |",
+        "|---|---|" + "---|" * (len(findings) + 1),
+    ]
+    by_key = {(r["mode"], r["budget"], r["backbone"], r["finding"]): r for r in task["finding_rows"] + task["rows"]}
+    for row in task["rows"]:
+        cells = []
+        for finding in [*findings, MACRO]:
+            found = by_key.get((row["mode"], row["budget"], row["backbone"], finding))
+            if found is None:
+                cells.append("–")
+                continue
+            cell = estimate_cell(found["metrics"]["auc"])
+            if found["difference"]:
+                cell += f"<br>Δ {estimate_cell(found['difference']['auc'], signed=True)}"
+            cells.append(cell)
+        lines.append(f"| {row['budget']} | {row['backbone']} | " + " | ".join(cells) + " |")
+    notes = []
+    for key, over in task.get("macro_over", {}).items():
+        mode, budget = key.split("|")
+        left_out = task["excluded"].get(key, {})
+        note = f"{'Fine-tuned, ' if mode == 'finetune' else ''}{budget} labelled patients: {MEAN_AUC} over {', '.join(over) or 'no finding'}"
+        if left_out:
+            note += "; left out: " + "; ".join(f"{name} ({why})" for name, why in left_out.items())
+        notes.append(note + ".")
+    return "\n".join(lines) + "".join(f"\n\n{note}" for note in notes)
+
+
 def compare_markdown_table(payload: dict) -> str:
     """A ``cxrssl compare`` result: per task, budget × backbone, metrics and the paired AUC difference.
 
@@ -121,11 +215,12 @@ def compare_markdown_table(payload: dict) -> str:
     reference = payload["reference"]
     blocks = []
     for task in payload["tasks"]:
+        per_finding = bool(task.get("findings"))
+        what = f"{len(task['findings'])} findings, rows below: their {MEAN_AUC}" if per_finding else f"positive class {task['positive']}"
         lines = [
-            f"**{task['task']}**: {task['images']} images of {task['patients']} patients, positive class {task['positive']}; "
-            f"{task['design_text']}.",
+            f"**{task['task']}**: {task['images']} images of {task['patients']} patients, {what}; {task['design_text']}.",
             "",
-            "| labels/class | backbone | " + " | ".join(HEADERS[m] for m in METRICS) + f" | Δ AUC vs {reference} | p |",
+            f"| {'labelled patients' if per_finding else 'labels/class'} | backbone | " + " | ".join(HEADERS[m] for m in METRICS) + f" | Δ AUC vs {reference} | p |",
             "|---|---|" + "---|" * (len(METRICS) + 2),
         ]
         for row in task["rows"]:
@@ -145,6 +240,8 @@ def compare_markdown_table(payload: dict) -> str:
                 f"--split-policy purge dropped {task['purged_images']} training image(s) of {task['purged_patients']} patient(s) also in the test part."
             )
         lines += ["", " ".join(notes)]
+        if per_finding:
+            lines += ["", compare_findings_markdown(task, reference)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
@@ -158,9 +255,9 @@ def compare_csv_table(payload: dict) -> str:
         header += [metric, f"{metric}_low", f"{metric}_high"]
     for metric in METRICS:
         header += [f"delta_{metric}", f"delta_{metric}_low", f"delta_{metric}_high", f"p_{metric}"]
-    writer.writerow(header + ["statistic"])
+    writer.writerow(header + ["statistic", "finding"])
     for task in payload["tasks"]:
-        for row in task["rows"]:
+        for row in task["rows"] + task.get("finding_rows", []):
             line = [task["task"], task["design"], row["budget"], row["backbone"], row["reference"], row["n_folds"],
                     f"{row['train_images']:.1f}", f"{row['train_patients']:.1f}", f"{row['test_images']:.1f}"]  # fmt: skip
             for metric in METRICS:
@@ -169,17 +266,17 @@ def compare_csv_table(payload: dict) -> str:
             for metric in METRICS:
                 found = (row["difference"] or {}).get(metric)
                 line += [f"{found[k]:.4f}" for k in ("value", "low", "high", "p_value")] if found else [""] * 4
-            writer.writerow(line + [task["statistic"]])
+            writer.writerow(line + [task["statistic"], row.get("finding", "")])
     return buffer.getvalue()
 
 
 def compare_folds_csv(payload: dict) -> str:
     """The per-fold values every summary is computed from."""
     buffer = io.StringIO()
-    columns = ["task", "backbone", "budget", "repeat", "fold", "n_train", "n_train_patients", "n_test", "chosen_c", "chosen_epoch", *METRICS]
+    columns = ["task", "backbone", "budget", "repeat", "fold", "n_train", "n_train_patients", "n_test", "chosen_c", "chosen_epoch", *METRICS, "finding"]
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(sorted(payload["folds"], key=lambda r: (r["task"], r["backbone"], _budget_order(r["budget"]), r["repeat"], r["fold"])))
+    writer.writerows(sorted(payload["folds"], key=lambda r: (r["task"], r["backbone"], _budget_order(r["budget"]), r["repeat"], r["fold"], r.get("finding", ""))))
     return buffer.getvalue()
 
 

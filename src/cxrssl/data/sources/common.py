@@ -23,9 +23,17 @@ class SourceError(CxrsslError):
 @dataclass(frozen=True)
 class IndexOptions:
     views: str = "frontal"  # chexpert: frontal, lateral or all
-    task: str = "pneumonia"  # nih14: pneumonia (the paper's task) or all (unlabelled)
+    # None = the adapter's default. nih14: pneumonia (default, the paper's task), all (unlabelled)
+    # or findings (every image, its 14 findings); chexpert: pool (default, unlabelled),
+    # competition (the five competition findings) or all-findings (the 14 observations)
+    task: str | None = None
     seed: int = 0  # nih14: which 'No Finding' images are matched to the positives
     unlabelled: bool = False  # folder: every image below ROOT, no class
+    uncertain: str = "ignore"  # chexpert: what -1 (uncertain) becomes: ignore (not labelled), ones (1) or zeros (0)
+
+    def task_or(self, default: str) -> str:
+        """The task asked for, or the adapter's ``default`` when none was."""
+        return self.task or default
 
 
 @dataclass
@@ -67,8 +75,9 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         try:
             with open(path, newline="", encoding=encoding) as handle:
                 reader = csv.DictReader(handle)
-                rows = list(reader)
-                return [name.strip() for name in reader.fieldnames or []], rows
+                header = [name.strip() for name in reader.fieldnames or []]
+                reader.fieldnames = header  # rows are keyed by the stripped names too
+                return header, list(reader)
         except UnicodeDecodeError:
             continue
     raise SourceError(f"{path}: cannot be read as text")  # unreachable: latin-1 decodes any bytes

@@ -19,6 +19,15 @@ shuffled, then one image per patient is taken in that order (a patient's images 
 a seeded order too), round after round, until the counts are equal, so the negatives
 spread over as many patients as possible. Only images present on disk take part.
 ``--task all``: every image, unlabelled (a pretext pool).
+``--task findings``: every image, ``label`` empty, its findings in the ``findings``
+column (NIH form: the Finding Labels, sorted and ``|``-joined; 'No Finding' = negative
+for each of the 14 findings; see :mod:`cxrssl.data.findings`), for per-finding
+evaluation; the notes give the images and patients per finding.
+
+Every task keeps the ``findings`` column and the official split (``train`` for
+train_val_list.txt, ``test`` for test_list.txt; empty when the lists are absent). A
+row whose Finding Labels join 'No Finding' with a finding contradicts itself: it is
+skipped and listed (the real release has none).
 """
 
 from __future__ import annotations
@@ -29,18 +38,24 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrssl.data.findings import finding_labels, is_no_finding, split_findings
 from cxrssl.data.manifest import ManifestRow
 from cxrssl.data.sources.common import IndexOptions, IndexResult, SourceError, column, finish, read_table, require_file
 
 LAYOUT = "ChestX-ray14's folder with Data_Entry_2017.csv and its images/ (or images_001/images/ ...) folders"
 ENTRY_FILES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
 POSITIVE, NEGATIVE = "Pneumonia", "No Finding"
+TASKS = ("pneumonia", "all", "findings")
+DEFAULT_TASK = "pneumonia"
 
 
 def index_nih14(root: Path, options: IndexOptions) -> IndexResult:
     entry = require_file(root, ENTRY_FILES, LAYOUT)
-    if options.task not in ("pneumonia", "all"):
-        raise SourceError(f"--task {options.task!r}: use pneumonia (the paper's task) or all (every image, unlabelled)")
+    task = options.task_or(DEFAULT_TASK)
+    if task not in TASKS:
+        raise SourceError(
+            f"--task {task!r}: use pneumonia (the paper's task), all (every image, unlabelled) or findings (every image, its 14 findings)"
+        )
     header, records = read_table(entry)
     name_col, findings_col, patient_col = (column(header, entry, name) for name in ("Image Index", "Finding Labels", "Patient ID"))
     on_disk = {path.name: path for path in root.rglob("*.png")}
@@ -52,6 +67,9 @@ def index_nih14(root: Path, options: IndexOptions) -> IndexResult:
             skipped.append((name, f"listed in {entry.name} but not found under {root}"))
             continue
         findings = {finding.strip() for finding in record[findings_col].split("|")}
+        if any(is_no_finding(finding) for finding in findings) and split_findings(record[findings_col]):
+            skipped.append((name, f"Finding Labels {record[findings_col].strip()!r} in {entry.name} join 'No Finding' with a finding"))
+            continue
         extra = {
             "view": record.get("View Position", "").strip(),
             "age": record.get("Patient Age", "").strip(),
@@ -62,13 +80,29 @@ def index_nih14(root: Path, options: IndexOptions) -> IndexResult:
         relative = on_disk[name].relative_to(root).as_posix()
         rows[name] = ManifestRow(relative, record[patient_col].strip(), "", split_of.get(name, ""), extra)
     notes = ["official split from train_val_list.txt / test_list.txt" if split_of else "no official split lists found: split left empty"]
-    if options.task == "all":
+    if task == "all":
         chosen = list(rows.values())
         notes.append("task all: every image, unlabelled")
+    elif task == "findings":
+        chosen = list(rows.values())
+        notes.append("task findings: every image, label empty, its Finding Labels in the findings column ('No Finding' = negative for all)")
     else:
         chosen, rule = _pneumonia_task(list(rows.values()), options.seed)
         notes.append(rule)
-    return finish(root, chosen, skipped, notes, entry.name)
+    result = finish(root, chosen, skipped, notes, entry.name)
+    if task == "findings":
+        result.notes += finding_notes(result)
+    return result
+
+
+def finding_notes(result: IndexResult) -> list[str]:
+    """One line per finding: its positive images and patients (every other image is a negative)."""
+    labels = finding_labels(result.manifest)
+    if labels is None or not labels.names:
+        return ["no finding is named: every image is 'No Finding'"]
+    counts = labels.counts(result.manifest.patient_keys)
+    width = max(len(entry["finding"]) for entry in counts)
+    return [f"{entry['finding']:<{width}}  {entry['positive_images']} images / {entry['positive_patients']} patients positive" for entry in counts]
 
 
 def _official_split(root: Path) -> dict[str, str]:
