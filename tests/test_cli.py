@@ -288,13 +288,18 @@ def test_compare_and_finetune_per_finding_on_a_chexpert_tree_under_each_uncertai
         rows = [row for row in csv.DictReader(open(manifest)) if row["split"] == "train"]
         counted[policy] = (sum(row["finding:Edema"] == "1" for row in rows), sum(row["finding:Edema"] == "" for row in rows))
         out = tmp_path / f"cmp_{policy}"
+        finetune = ["--finetune", "--finetune-labels", "all", "--epochs", "1", "--batch-size", "16"] if policy == "ignore" else []
         assert main(["compare", "--init", "random", "--init", str(other), "--task", str(manifest), "--image-size", "32",
                      "--labels", "40,all", "--repeats", "2", "--inner-folds", "3", "--min-patients", "3", "--bootstrap", "200",
-                     "--jobs", "1", "-o", str(out), "--quiet"]) == 0  # fmt: skip
+                     "--jobs", "1", "-o", str(out), "--quiet", *finetune]) == 0  # fmt: skip
         summary = json.loads((out / "compare.json").read_text())["tasks"][0]
         assert summary["design"] == "fixed_test" and summary["budget_unit"] == "patients"
         assert "Atelectasis" in summary["excluded"]["probe|all"]  # never drawn on the phantoms: one class only, named
         assert {row["finding"] for row in summary["rows"]} == {"mean"} and summary["finding_rows"]
+        if finetune:  # one output per finding, paired with the fine-tuned reference on the same draw
+            tuned = [row for row in summary["rows"] if row["mode"] == "finetune"]
+            assert [row["backbone"] for row in tuned] == ["random init (fine-tuned)", "init other (fine-tuned)"]
+            assert tuned[1]["difference"]["auc"]["p_value"] <= 1 and summary["macro_over"]["finetune|all"]
     # hand count: U-Ignore drops the uncertain entries, U-Ones makes them positive, U-Zeros negative; blank is negative for all three
     assert counted["ignore"] == (positive, uncertain)
     assert counted["ones"] == (positive + uncertain, 0)

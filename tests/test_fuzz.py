@@ -17,6 +17,7 @@ from PIL import Image
 
 from cxrssl.checkpoint import CheckpointError, load_backbone
 from cxrssl.data.io import UnreadableImage, load_grayscale
+from cxrssl.data.findings import finding_labels
 from cxrssl.data.manifest import read_manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.weights import WeightsError, read_state_dict
@@ -81,7 +82,8 @@ def test_mutated_images_decode_or_are_listed_with_a_reason(tmp_path, kind):
 
 @FUZZ
 @given(
-    header=st.sampled_from(["path,patient_id,label", "path,patient_id,label,split", "patient_id,label", "", "path;patient_id;label"]),
+    header=st.sampled_from(["path,patient_id,label", "path,patient_id,label,split", "patient_id,label", "", "path;patient_id;label",
+                            "path,patient_id,findings", "path,patient_id,label,finding:Edema,finding:Pleural Effusion", "path,patient_id,finding:,findings"]),  # fmt: skip
     cells=st.lists(st.lists(st.text(max_size=40), min_size=0, max_size=5), max_size=6),
     encoding=st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-8-sig"]),
     noise=st.binary(max_size=30),
@@ -96,9 +98,11 @@ def test_any_manifest_bytes_give_a_manifest_or_one_clear_error(tmp_path_factory,
     path = folder / "labels.csv"
     path.write_bytes(data + noise)
     try:
-        read_manifest(path, check_files=False)
+        manifest = read_manifest(path, check_files=False)
     except CxrsslError as error:
         assert "\n" not in str(error).strip() and str(path) in str(error)
+        return
+    finding_labels(manifest)  # a manifest that reads has findings that parse
 
 
 class Blob(bytes):

@@ -13,6 +13,11 @@ exactly that plan, so every comparison is paired:
 * **Label budgets.** In each training part, each class's patients are permuted once
   (``data.splits.label_budget_rows``) and a budget of b takes the first b patients per
   class with all their images; ``all`` takes every patient. Budgets are nested.
+* **Multi-label tasks** (``eval.multilabel``: a manifest with findings): the folds are
+  stratified over the findings at the patient level, a budget of b takes b patients in
+  all (nested), and each fold fits the per-finding probe. Every finding gets its rows,
+  and so does the macro mean AUC over the findings that every fold of that budget could
+  fit and score; the others are named, never averaged in.
 * **Inside.** The paper's probe, unchanged (``probe.fit_and_score``): standardise,
   balanced logistic regression, C from the grid by patient-grouped inner CV, refit, test.
   With ``settings.finetune``, every backbone is also fine-tuned end to end
@@ -277,11 +282,10 @@ def _fit_fold(plan: TaskPlan, fold: Fold, features: dict[str, np.ndarray], setti
 
 
 def _record_findings(records, scores, plan: TaskPlan, fold: Fold, name, budget, train, fit, **extra) -> None:
-    """``_record`` per finding of a FindingsFit (or a multi-label FinetuneFit): NaN metrics where the fold could not fit or score it."""
+    """``_record`` per finding of a FindingsFit (probe or fine-tune): NaN metrics where the fold could not fit or score it."""
     for j, finding in enumerate(plan.findings.names):
         found = fit.metrics.get(finding, dict.fromkeys(METRICS, float("nan")))
-        chosen = getattr(fit, "chosen_c", {}).get(finding)
-        _record(records, scores, plan, fold, name, budget, train, found, fit.test_scores[:, j], finding=finding, chosen_c=chosen, **extra)
+        _record(records, scores, plan, fold, name, budget, train, found, fit.test_scores[:, j], finding=finding, chosen_c=fit.chosen_c.get(finding), **extra)
         if plan.design == "fixed_test":
             scores["threshold|" + _score_key(name, budget_name(budget), finding)] = fit.thresholds.get(finding, 0.5)
 
@@ -546,7 +550,7 @@ def _findings_summary(plan: TaskPlan, folds, results, records, names, reference,
     for finding in plan.findings.names:
         missing = sum(1 for r in at_budget if r["backbone"] == reference and r["finding"] == finding and not np.isfinite(r["auc"]))
         if missing:
-            excluded[finding] = (f"not fitted or scored in {missing} of {len(folds)} folds: fewer than {MIN_TRAINING_PATIENTS} positive or negative "
+            excluded[finding] = (f"not fitted or scored in {missing} of {len(folds)} {'folds' if plan.design == 'cv' else 'draws'}: fewer than {MIN_TRAINING_PATIENTS} positive or negative "
                                  f"patients in a training part, or {settings.probe.min_patients} in a test part")  # fmt: skip
         else:
             over.append(finding)

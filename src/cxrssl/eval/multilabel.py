@@ -35,15 +35,16 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from cxrssl.data.findings import FindingLabels, finding_labels
 from cxrssl.data.manifest import Manifest
-from cxrssl.data.splits import PatientLeakError, assert_no_patient_leak, multilabel_patient_folds, multilabel_patient_split
+from cxrssl.data.splits import multilabel_patient_folds, multilabel_patient_split
 from cxrssl.eval.finetune import finetune
-from cxrssl.eval.logreg import cross_validated_auc_grid, fit_logistic
+from cxrssl.eval.logreg import cross_validated_auc_grid, fit_logistic, standardise
 from cxrssl.eval.metrics import METRICS, binary_metrics, youden_threshold
 from cxrssl.eval.model import FindingsModel
-from cxrssl.eval.probe import ProbeError, ProbeSettings, choose_c, has_test_split
+from cxrssl.eval.probe import ProbeError, ProbeSettings, choose_c, split_parts
 from cxrssl.eval.stats import bootstrap_estimate, patient_resample_weights, weighted_metrics
 
 MACRO = "mean"  # the name of the macro mean wherever findings are listed
@@ -123,27 +124,16 @@ class FindingsFit:
         return float(np.mean(values)) if values else float("nan")
 
 
-def standardise(features: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """StandardScaler's mean and scale of ``rows`` (population std; a constant feature keeps scale 1)."""
-    part = np.asarray(features[rows], dtype=float)
-    mean, scale = part.mean(axis=0), part.std(axis=0)
-    return mean, np.where(scale > 0, scale, 1.0)
-
-
 def fit_and_score_findings(
     features: np.ndarray,
     task: FindingsTask,
     train_rows: np.ndarray,
     test_rows: np.ndarray,
     settings: ProbeSettings = ProbeSettings(),
-    score: bool = True,
 ) -> FindingsFit:
-    """The probe of every finding on one split (see the module docstring).
-
-    ``score=False`` fits without a test part (``test_rows`` empty), for a model to save.
-    """
+    """The probe of every finding on one split (see the module docstring)."""
     train_rows, test_rows = np.asarray(train_rows, dtype=int), np.asarray(test_rows, dtype=int)
-    excluded = _left_out(task, train_rows, test_rows if score else None, settings.min_patients)
+    excluded = _left_out(task, train_rows, test_rows, settings.min_patients)
     fitted = [j for j, name in enumerate(task.names) if not excluded.get(name, "").startswith("training")]  # test-part exclusions: fitted, not scored
     n_test = len(test_rows)
     scores = np.full((n_test, len(task.names)), np.nan)
@@ -152,7 +142,8 @@ def fit_and_score_findings(
         return fit
     targets = task.targets[:, fitted]
     patients = task.patients
-    folds = multilabel_patient_folds(patients[train_rows], targets[train_rows], settings.folds, settings.seed)
+    folds = min(settings.folds, len(set(patients[train_rows])))  # a label budget of 3 patients gets 3 inner folds
+    folds = multilabel_patient_folds(patients[train_rows], targets[train_rows], folds, settings.seed)
     fold_of_row = np.full(len(train_rows), -1)
     for index, (_, held) in enumerate(folds):
         fold_of_row[held] = index
@@ -168,8 +159,8 @@ def fit_and_score_findings(
         chosen.append((k, j, choose_c(cv_auc)))
     if not chosen:
         return fit
-    mean, scale = standardise(features, train_rows)
-    standardised = (np.asarray(features[train_rows], dtype=float) - mean) / scale
+    standardised, mean, scale = standardise(torch.as_tensor(np.asarray(features[train_rows])))
+    mean, scale = mean.numpy(), scale.numpy()
     columns = [k for k, _, _ in chosen]
     used_c = sorted({c for _, _, c in chosen})
     solved = fit_logistic(standardised, targets[train_rows][:, columns], used_c)
@@ -184,17 +175,15 @@ def fit_and_score_findings(
         fit.thresholds[task.names[j]] = float(thresholds[n])
     if n_test:
         scores[:, [j for _, j, _ in chosen]] = fit.model.probability(features[test_rows])
-        if score:
-            fit.metrics = finding_metrics(task, test_rows, scores, fit.thresholds, [name for name in names if name not in excluded])
+        fit.metrics = finding_metrics(task, test_rows, scores, fit.thresholds, [name for name in names if name not in excluded])
     return fit
 
 
-def _left_out(task: FindingsTask, train_rows: np.ndarray, test_rows: np.ndarray | None, min_patients: int) -> dict[str, str]:
+def _left_out(task: FindingsTask, train_rows: np.ndarray, test_rows: np.ndarray, min_patients: int) -> dict[str, str]:
     """The findings a split cannot fit (training part) or score (test part), with the reason."""
     excluded = {name: f"training part: {why}" for name, why in scorable_findings(task, train_rows, MIN_TRAINING_PATIENTS).items()}
-    if test_rows is not None:
-        for name, why in scorable_findings(task, test_rows, min_patients).items():
-            excluded.setdefault(name, f"test part: {why}")
+    for name, why in scorable_findings(task, test_rows, min_patients).items():
+        excluded.setdefault(name, f"test part: {why}")
     return excluded
 
 
@@ -287,27 +276,9 @@ class FindingsProbeResult:
 
 def findings_split(task: FindingsTask, seed: int = 0, policy: str = "refuse") -> tuple[np.ndarray, np.ndarray, str, tuple[int, int]]:
     """(train rows, test rows, where the split came from, purged images/patients): the manifest's test part, or 70/10/20 stratified over findings."""
-    splits = list(task.splits)
     patients = list(task.patients)
-    if has_test_split(splits):
-        source = "manifest"
-    else:
-        splits = multilabel_patient_split(patients, task.targets, seed=seed)
-        source = "patient_grouped_multilabel_70_10_20"
-    parts = ["train" if s in ("train", "val") else s for s in splits]
-    purged = (0, 0)
-    if policy == "purge" and source == "manifest":
-        in_test = {p for p, part in zip(patients, parts) if part == "test"}
-        crossing = {p for p, part in zip(patients, parts) if part == "train" and p in in_test}
-        purged = (sum(1 for p, part in zip(patients, parts) if part == "train" and p in crossing), len(crossing))
-        parts = ["" if part == "train" and p in crossing else part for p, part in zip(patients, parts)]
-    try:
-        assert_no_patient_leak(patients, parts, where="probe split")
-    except PatientLeakError as error:
-        raise PatientLeakError(f"{error}, or pass --split-policy purge to keep the test part and drop those patients' training images") from None
-    train = np.array([i for i, s in enumerate(parts) if s == "train"], dtype=int)
-    test = np.array([i for i, s in enumerate(parts) if s == "test"], dtype=int)
-    return train, test, source, purged
+    split = split_parts(patients, task.splits, lambda: multilabel_patient_split(patients, task.targets, seed=seed), "patient_grouped_multilabel_70_10_20", policy)
+    return split.train, split.test, split.source, (split.purged_images, split.purged_patients)
 
 
 def finding_intervals(

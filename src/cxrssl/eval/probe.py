@@ -195,12 +195,20 @@ def probe_split(patients: Sequence[str], labels: Sequence[str], splits: Sequence
     intact, so results remain comparable with published ones, and the counts dropped
     are reported.
     """
+    return split_parts(patients, splits, lambda: patient_grouped_split(patients, labels, seed=seed), "patient_grouped_70_10_20", policy)
+
+
+def split_parts(patients: Sequence[str], splits: Sequence[str], make_split, made: str, policy: str = "refuse") -> ProbeSplit:
+    """The training and test parts: the manifest's ``splits`` when they hold a test part, else ``make_split()`` (named ``made``).
+
+    The one place where a patient in both parts of an official split is refused or
+    purged (see ``probe_split``); ``eval.multilabel`` makes its split through it too.
+    """
     splits = list(splits)
     if has_test_split(splits):
         source = "manifest"
     else:
-        splits = patient_grouped_split(patients, labels, seed=seed)
-        source = "patient_grouped_70_10_20"
+        splits, source = make_split(), made
     parts = ["train" if s in ("train", "val") else s for s in splits]
     purged_images = purged_patients = 0
     if policy == "purge" and source == "manifest":

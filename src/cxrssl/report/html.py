@@ -124,7 +124,7 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, set
             "<h3>Grad-CAM</h3>",
             _figure(gradcam, f"Correctly classified {shown} test images, epoch {final.epoch}: where the probe's evidence comes from"),
             "<h3>Errors for review</h3>",
-            _figure(errors, "Most confident false positives and false negatives of the test part, with P(positive)"),
+            _figure(errors, f"Most confident false positives and false negatives of the test part, with P({shown if per_finding else 'positive'})"),
         ]
     )
 
@@ -136,7 +136,8 @@ def _compare_section(payload: dict, workdir: Path, index: int) -> str:
     reference = payload["reference"]
     blocks = [
         "<h2>Does pretraining pay? Paired comparison at label budgets</h2>",
-        _figure(efficiency, "Probe AUC against labelled patients per class (log axis), mean over folds with its 95 % interval, per backbone"),
+        _figure(efficiency, "Probe AUC against labelled patients per class (log axis; for a task evaluated per finding: its macro mean AUC against labelled "
+                            "patients, over the findings scored at each budget, listed below), mean over folds with its 95 % interval, per backbone"),
         _figure(differences, f"AUC minus the reference ({reference}) per budget, paired over the same folds and label draws, 95 % interval; 0 = no gain"),
     ]
     for task in payload["tasks"]:
