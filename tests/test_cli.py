@@ -310,3 +310,19 @@ def test_compare_and_finetune_per_finding_on_a_chexpert_tree_under_each_uncertai
     result = json.loads(out.read_text())
     assert result["method"] == "finetune" and result["split_source"] == "manifest" and result["macro_over"]
     assert json.loads((tmp_path / "ftm" / "model.json").read_text())["probe"]["findings"]
+
+
+def test_finding_flags_are_checked_before_any_work(tmp_path, findings_run, phantom_manifest, capsys):
+    task, checkpoint = findings_run
+    common = ["--checkpoint", str(checkpoint), "--quiet"]
+    with pytest.raises(SystemExit):  # argparse: exit 2 with its one line
+        main(["probe", *common, "--task", str(task), "--findings", "Edema,Edema", "-o", str(tmp_path / "p.json")])
+    assert "names a finding twice" in capsys.readouterr().err
+    assert main(["finetune", *common, "--task", str(phantom_manifest), "--gradcam", str(tmp_path / "g.png"), "--finding", "Edema",
+                 "-o", str(tmp_path / "f.json")]) == 2  # fmt: skip
+    assert "needs a task evaluated per finding" in capsys.readouterr().err and not (tmp_path / "f.json").exists()
+    assert main(["finetune", *common, "--task", str(task), "--gradcam", str(tmp_path / "g.png"), "--finding", "Nope", "-o", str(tmp_path / "f.json")]) == 2
+    assert "is not one of its findings" in capsys.readouterr().err and not (tmp_path / "f.json").exists()
+    assert main(["report", "--run", str(checkpoint.parent.parent), "--task", str(task), "--task", str(phantom_manifest), "--finding", "Edema",
+                 "-o", str(tmp_path / "r.html"), "--quiet"]) == 2  # fmt: skip
+    assert str(phantom_manifest) in capsys.readouterr().err

@@ -51,6 +51,8 @@ def _findings(text: str) -> tuple[str, ...]:
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     if not names:
         raise argparse.ArgumentTypeError("give 'all' or finding names separated by commas, e.g. Atelectasis,Edema")
+    if len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r} names a finding twice; name each once")
     return () if names == ("all",) else names
 
 
@@ -91,11 +93,16 @@ def cmd_phantom(args) -> None:
 def cmd_split(args) -> None:
     from collections import Counter
 
+    from cxrssl.data.findings import finding_labels
     from cxrssl.data.manifest import read_manifest, write_manifest
-    from cxrssl.data.splits import DEFAULT_FRACTIONS, patient_grouped_split
+    from cxrssl.data.splits import DEFAULT_FRACTIONS, multilabel_patient_split, patient_grouped_split
 
     manifest = read_manifest(args.manifest, check_files=False)
-    splits = patient_grouped_split(manifest.patient_keys, manifest.labels, args.fractions or DEFAULT_FRACTIONS, args.seed)
+    findings = finding_labels(manifest)
+    if findings is not None and not any(manifest.labels):  # a manifest of findings: stratified over them
+        splits = multilabel_patient_split(manifest.patient_keys, findings.values, args.fractions or DEFAULT_FRACTIONS, args.seed)
+    else:
+        splits = patient_grouped_split(manifest.patient_keys, manifest.labels, args.fractions or DEFAULT_FRACTIONS, args.seed)
     out = write_manifest(manifest.with_splits(splits), args.output)
     counts = Counter(splits)
     patients = {name: len({p for p, s in zip(manifest.patient_keys, splits) if s == name}) for name in counts}
@@ -289,6 +296,7 @@ def cmd_tsne(args) -> None:
 
 def cmd_gradcam(args) -> None:
     from cxrssl.eval.evaluate import evaluate_backbone, load_task
+    from cxrssl.eval.multilabel import require_finding
     from cxrssl.explain.gallery import draw_galleries
 
     output = Path(args.output)
@@ -298,6 +306,7 @@ def cmd_gradcam(args) -> None:
     args.findings = (args.finding,) if args.finding else None
     settings = _probe_settings(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet, settings=settings)
+    require_finding(task.manifest, settings, args.finding)
     result = evaluate_backbone(spec, task, settings, progress=not args.quiet)
     draw_galleries(spec, task, result, output, errors, count=args.n, finding=args.finding)
     print(f"wrote {output} (correctly classified {_shown_class(result, args.finding)}) and {errors} (false positives and negatives), from the test part")
@@ -438,7 +447,7 @@ def _finetune_settings(args):
 
 def cmd_finetune(args) -> None:
     from cxrssl.eval.evaluate import finetune_backbone, finetune_findings_backbone, load_task, write_predictions
-    from cxrssl.eval.multilabel import wants_findings
+    from cxrssl.eval.multilabel import require_finding, wants_findings
     from cxrssl.fileio import atomic_write_json
     from cxrssl.report.tables import findings_markdown_table, paper_markdown_table
 
@@ -448,6 +457,7 @@ def cmd_finetune(args) -> None:
     spec = _backbone_spec(args)
     settings = _probe_settings(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet, settings=settings)
+    require_finding(task.manifest, settings, args.finding)  # before the fine-tune, not after it
     per_finding = wants_findings(task.manifest, settings)
     run = finetune_findings_backbone if per_finding else finetune_backbone
     result, fit, payload = run(spec, task, args.task, settings, _finetune_settings(args), output, args.dataset, args.label, progress=not args.quiet)
@@ -514,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--valid-fraction", type=float, default=0.2, help="--chexpert: share of patients in valid.csv (default 0.2)")
     phantom.set_defaults(handler=cmd_phantom)
 
-    split = verbs.add_parser("split", help="add a patient-level, label-stratified train/val/test split to a manifest")
+    split = verbs.add_parser("split", help="add a patient-level train/val/test split to a manifest, stratified by label (or over its findings)")
     split.add_argument("manifest")
     split.add_argument("-o", "--output", required=True, help="manifest to write")
     split.add_argument("--fractions", type=_fractions, help="train,val,test shares (default 0.7,0.1,0.2)")
@@ -621,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     tsne.add_argument("--checkpoints", nargs="+", required=True, help="checkpoint .json files, e.g. epochs 10 25 50 100")
     tsne.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     tsne.add_argument("--random", action="store_true", help="add a panel for the random initialisation")
-    tsne.add_argument("--finding", help="multi-label task: colour the points by this finding (positive, negative, not labelled)")
+    tsne.add_argument("--finding", help="multi-label task: colour the points by this finding (positive or negative; images where it is not labelled are left out)")
     tsne.add_argument("-o", "--output", default="tsne.png", help="figure; the 2-D coordinates go to the same name .csv")
     tsne.add_argument("--seed", type=int, default=0)
     tsne.add_argument("--quiet", action="store_true")

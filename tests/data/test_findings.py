@@ -106,6 +106,10 @@ def test_select_and_subset(tmp_path):
          "line 3 has findings 'Effusion|No Finding': 'No Finding' together with a finding; keep only the findings"),
         ("path,patient_id,finding:\na.png,p1,1\n", "column 'finding:' names no finding"),
         ("path,patient_id\na.png,p1\n", "missing column 'label'; a manifest needs the columns path, patient_id, label"),
+        ("path,patient_id,findings,findings\na.png,p1,Edema,Effusion\n", "column 'findings' appears twice in the header; keep one"),
+        ("path,patient_id,finding:Edema|acute\na.png,p1,1\n", "a finding's name may not hold '|' or ','"),
+        ('path,patient_id,"finding:Edema, acute"\na.png,p1,1\n', "a finding's name may not hold '|' or ','"),
+        ("path,patient_id,findings\na.png,p1,\"Cardiomegaly,Edema\"\n", "findings are joined by '|', not ','"),
     ],
 )  # fmt: skip
 def test_bad_findings_are_one_line_naming_the_file_and_line(tmp_path, text, message):

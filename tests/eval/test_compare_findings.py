@@ -108,3 +108,22 @@ def test_a_backbone_against_itself_differs_by_zero_per_finding_also_on_a_fixed_t
     for row in summary["rows"] + summary["finding_rows"]:
         if row["backbone"] == "b":
             assert row["difference"]["auc"] == {"value": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
+
+
+@pytest.mark.parametrize("official", [False, True])
+def test_a_budget_without_any_scorable_finding_gives_empty_rows_not_a_crash(tmp_path, planted, official):
+    splits = ["test" if (i // 2) % 4 == 0 else "train" for i in range(240)] if official else None
+    task = _findings_task(splits=splits)
+    named = planted(task, {"random init": 0.0, "pretrained": 1.0})
+    settings = CompareSettings(budgets=(4, None), folds=3, repeats=1, probe=ProbeSettings(bootstrap=0, folds=2), jobs=1, bootstrap=200)
+    summary = compare_backbones(named, [("toy", task[0])], tmp_path, settings, progress=False).payload["tasks"][0]
+    assert summary["macro_over"]["probe|4"] == []  # 4 patients: no finding has 2 positive and 2 negative ones in every draw
+    rows = [row for row in summary["rows"] if row["budget"] == "4"]
+    assert all(np.isnan(row["metrics"]["auc"]["value"]) for row in rows)
+    assert summary["macro_over"]["probe|all"] == ["Cardiomegaly", "Edema"]
+
+
+def test_budgets_above_the_smallest_training_part_are_refused_with_its_size():
+    images, _ = _findings_task(patients=60)
+    with pytest.raises(Exception, match=r"label budget 50 patients: the smallest training part has (\d+); lower --labels to at most \1"):
+        plan_for("toy", images, CompareSettings(budgets=(50, None), folds=3, repeats=2, probe=ProbeSettings(bootstrap=0), jobs=1))

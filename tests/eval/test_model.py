@@ -66,3 +66,52 @@ def test_a_pretraining_checkpoint_is_not_a_saved_model(tmp_path):
         load_model(tmp_path / "epoch_0001.json")
     with pytest.raises(CxrsslError, match="no model.json"):
         load_model(tmp_path / "nothing")
+
+
+def _findings_model(tmp_path):
+    from cxrssl.eval.model import FindingsModel
+
+    rng = np.random.default_rng(1)
+    probe = FindingsModel(("Edema", "Effusion"), rng.normal(size=6), rng.random(6) + 0.5, rng.normal(size=(2, 6)), rng.normal(size=2),
+                          np.array([0.3, 0.6]), np.array([0.1, 1.0]))  # fmt: skip
+    save_model(tmp_path / "m", build_backbone("resnet18"), probe, "resnet18", 64, "random resnet18 (seed 0)", {})
+    return probe
+
+
+def test_a_per_finding_model_round_trips_and_its_folded_layer_gives_its_logits(tmp_path):
+    probe = _findings_model(tmp_path)
+    loaded = load_model(tmp_path / "m").probe
+    assert loaded.names == probe.names and np.array_equal(loaded.thresholds, probe.thresholds)
+    features = np.random.default_rng(2).normal(size=(10, 6))
+    np.testing.assert_allclose(loaded.probability(features), probe.probability(features), atol=1e-12)
+    logits = loaded.folded()(torch.from_numpy(features).float()).detach().numpy()
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), probe.probability(features), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "names, tensor, value",
+    [(["Edema", "Edema"], None, None), ("EE", None, None), (["", "Effusion"], None, None), (["Edema"], None, None),
+     (["Edema", "Effusion"], "probe.scale", 0.0), (["Edema", "Effusion"], "probe.thresholds", 1.5), (["Edema", "Effusion"], "probe.coef", float("nan"))],
+)  # fmt: skip
+def test_a_per_finding_model_with_impossible_names_or_values_is_refused(tmp_path, names, tensor, value):
+    from safetensors.torch import load_file, save_file
+
+    from cxrssl.checkpoint import CheckpointError
+
+    _findings_model(tmp_path)
+    path = tmp_path / "m" / "model.json"
+    metadata = json.loads(path.read_text())
+    metadata["probe"]["findings"] = names
+    path.write_text(json.dumps(metadata))
+    if tensor:
+        from safetensors import safe_open
+
+        weights = tmp_path / "m" / "model.safetensors"
+        with safe_open(weights, "pt") as handle:
+            kept = handle.metadata()
+        tensors = load_file(weights)
+        tensors[tensor][0] = value
+        save_file(tensors, weights, metadata=kept)
+    with pytest.raises(CheckpointError, match="the saved probe is incomplete") as error:
+        load_model(tmp_path / "m")
+    assert "\n" not in str(error.value)

@@ -73,3 +73,14 @@ def test_heat_maps_of_files_with_the_same_name_in_different_folders_do_not_repla
     names = heatmap_names(["site_a/p1/view.png", "site_b/p1/view.png", "site_a/p2/other.png", "x/a.png", "x/a.jpg"])
     assert len(set(names)) == 5
     assert names[:3] == ["site_a__p1__view_gradcam.png", "site_b__p1__view_gradcam.png", "other_gradcam.png"]
+
+
+def test_heat_maps_of_findings_never_replace_each_other_whatever_the_names():
+    """An image per finding: stems and finding suffixes that add up alike are told apart too."""
+    from cxrssl.explain.predict import heatmap_names
+
+    paths = ["imgs/img.png", "imgs/img.png", "imgs/img_x.png", "a/scan.png", "b/scan.png"]
+    suffixes = ["_x_Edema", "_Edema", "_Edema", "_Edema", "_Edema"]  # img + _x_Edema == img_x + _Edema
+    names = heatmap_names(paths, suffixes)
+    assert len(set(names)) == len(names) == 5
+    assert names[1] == "img_Edema_gradcam.png" and names[3] == "a__scan_Edema_gradcam.png"

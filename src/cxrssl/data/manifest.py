@@ -117,6 +117,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in (reader.fieldnames or [])]
+        twice = sorted({name for name in columns if columns.count(name) > 1 and name})
+        if twice:
+            raise ManifestError(f"{path}: column {', '.join(repr(name) for name in twice)} appears twice in the header; keep one (the reader would use only the last)")
         missing = [name for name in REQUIRED_COLUMNS if name not in columns]
         if missing == ["label"] and any(is_finding_column(name) for name in columns):
             missing = []  # a manifest of findings needs no label column

@@ -247,8 +247,14 @@ def plan_findings_task(name: str, task: FindingsTask, settings: CompareSettings)
         patients = len(set(task.patients))
         if patients < settings.folds:
             raise CompareError(f"{name}: only {patients} patient(s), fewer than the {settings.folds} folds; lower --folds or add labelled patients")
-        for repeat in range(settings.repeats):
-            for index, (train_rows, test_rows) in enumerate(multilabel_patient_folds(task.patients, task.targets, settings.folds, _seed(seed, repeat))):
+        splits = {repeat: multilabel_patient_folds(task.patients, task.targets, settings.folds, _seed(seed, repeat)) for repeat in range(settings.repeats)}
+        smallest = min(len(set(task.patients[train])) for found in splits.values() for train, _ in found)
+        too_large = [b for b in settings.budgets if b is not None and b > smallest]
+        if too_large:  # the limit of the smallest training part, not of the first one drawn
+            raise CompareError(f"{name}: label budget {too_large[0]} patients: the smallest training part has {smallest}; "
+                               f"lower --labels to at most {smallest} or use 'all'")  # fmt: skip
+        for repeat, found in splits.items():
+            for index, (train_rows, test_rows) in enumerate(found):
                 drawn = _budgets(name, task.patients, None, train_rows, settings, (seed, repeat, index))
                 folds.append(Fold(repeat, index, test_rows, drawn, _seed(seed, repeat, index, 1), len(train_rows)))
     return TaskPlan(name, design, task.targets, task.patients, "", "", folds, purged, len(task), task)
@@ -561,7 +567,7 @@ def _findings_summary(plan: TaskPlan, folds, results, records, names, reference,
     for (name, repeat, fold), group in _group_by(at_budget, lambda r: (r["backbone"], r["repeat"], r["fold"])).items():
         chosen = [r for r in group if r["finding"] in over]
         first = group[0]
-        means = {m: float(np.mean([r[m] for r in chosen])) if chosen else float("nan") for m in METRICS}
+        means = {m: float(np.mean([r[m] for r in chosen])) if chosen else float("nan") for m in METRICS}  # NaN: no finding to average
         macro.append({key: first[key] for key in ("task", "backbone", "budget", "repeat", "fold", "n_train", "n_train_patients", "n_test")} | {"finding": MACRO, **means})
     rows = _summary_rows(plan, folds, results, macro, names, reference, budget, weights, settings, mode, finding=MACRO, over=over)
     return rows, finding_rows, over, excluded
@@ -623,6 +629,9 @@ def _bootstrap_rows(plan: TaskPlan, results: list[dict], names, reference, budge
     """
     test = plan.folds[0].test
     point, draws = {}, {}
+    if findings == []:  # a budget at which no finding could be scored: no mean to estimate
+        nothing = {m: Estimate(float("nan"), float("nan"), float("nan")) for m in METRICS}
+        return {name: nothing for name in names}, {name: nothing for name in names if name != reference}
     for name in names:
         per_finding = []
         for finding in findings or [None]:

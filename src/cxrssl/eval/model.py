@@ -153,14 +153,21 @@ def load_model(folder: str | Path) -> SavedModel:
 
 def _findings_probe(tensors: dict, details: dict) -> FindingsModel:
     """The per-finding probe of a saved model, its shapes checked against its finding names."""
-    names = tuple(str(name) for name in details["findings"])
+    found = details["findings"]
+    if not isinstance(found, list) or not found or not all(isinstance(n, str) and n.strip() and "|" not in n for n in found) or len(set(found)) != len(found):
+        raise ValueError(f"the finding names {found!r} are not a list of distinct, non-empty names")
+    names = tuple(found)
     values = {name: tensors[f"probe.{name}"].double().numpy() for name in ("mean", "scale", "coef", "intercept", "thresholds", "c")}
     count, width = len(names), values["mean"].shape[0]
     expected = {"mean": (width,), "scale": (width,), "coef": (count, width), "intercept": (count,), "thresholds": (count,), "c": (count,)}
-    wrong = [name for name, shape in expected.items() if values[name].shape != shape]
-    in_range = all(np.isfinite(values[name]).all() for name in expected if name != "c") and ((values["thresholds"] >= 0) & (values["thresholds"] <= 1)).all()
-    if not names or wrong or not in_range:
-        raise ValueError(f"probe tensors {', '.join(wrong) or 'values'} do not fit {count} findings")
+    wrong = [f"{name} {values[name].shape} (expected {shape})" for name, shape in expected.items() if values[name].shape != shape]
+    if wrong:
+        raise ValueError(f"probe tensors {', '.join(wrong)} do not fit {count} findings")
+    bad = [name for name in ("mean", "scale", "coef", "intercept", "thresholds") if not np.isfinite(values[name]).all()]
+    bad += ["scale (not positive)"] if (values["scale"] <= 0).any() else []
+    bad += ["thresholds (outside 0-1)"] if ((values["thresholds"] < 0) | (values["thresholds"] > 1)).any() else []
+    if bad:
+        raise ValueError(f"probe tensors {', '.join(bad)} hold impossible values")
     return FindingsModel(names, values["mean"], values["scale"], values["coef"], values["intercept"], values["thresholds"], values["c"])
 
 

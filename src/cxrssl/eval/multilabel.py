@@ -31,6 +31,7 @@ macro mean AUC, the mean over the findings that were scored.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -86,6 +87,17 @@ def findings_task(manifest: Manifest, settings: ProbeSettings) -> FindingsTask:
     if settings.findings:
         labels = labels.subset(settings.findings)
     return FindingsTask(labels.names, labels.values.astype(float), np.asarray(manifest.patient_keys, dtype=object), tuple(manifest.splits))
+
+
+def require_finding(manifest: Manifest, settings: ProbeSettings, finding: str | None) -> None:
+    """Before any work: ``--finding NAME`` must name a finding of a task that is evaluated per finding."""
+    if finding is None:
+        return
+    if not wants_findings(manifest, settings):
+        raise ProbeError(f"{manifest.name}: --finding {finding!r} needs a task evaluated per finding, and this one is binary (by its label column)")
+    names = findings_task(manifest, settings).names
+    if finding not in names:
+        raise ProbeError(f"{manifest.name}: --finding {finding!r} is not one of its findings ({', '.join(names)})")
 
 
 def scorable_findings(task: FindingsTask, rows: np.ndarray, min_patients: int) -> dict[str, str]:
@@ -296,7 +308,8 @@ def finding_intervals(
         draws = weighted_metrics(truth[labelled].astype(int), fit.test_scores[labelled, j], weights[:, labelled], fit.thresholds[name])
         intervals[name] = {m: _percentile(draws[m]) for m in METRICS}
         auc_draws.append(draws["auc"])
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a resample that draws no positive of any finding has no mean
+        warnings.simplefilter("ignore", RuntimeWarning)
         macro = np.nanmean(np.stack(auc_draws), axis=0) if auc_draws else np.array([])
     return intervals, _percentile(macro)
 

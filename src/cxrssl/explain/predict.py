@@ -7,6 +7,7 @@ probe's predictions file.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,8 @@ def predict_images(
     model = load_model(model_dir)
     probe = model.probe
     findings = getattr(probe, "names", None)
+    if finding is not None and not heatmaps:
+        raise CxrsslError(f"--finding {finding!r} chooses the finding of the heat maps; add --heatmaps DIR (the probabilities of every finding are printed anyway)")
     if finding is not None and (findings is None or finding not in findings):
         known = ", ".join(findings) if findings else "none: the model is binary"
         raise CxrsslError(f"--finding {finding!r}: not a finding of {model_dir} (its findings: {known})")
@@ -67,13 +70,14 @@ def predict_images(
         folder.mkdir(parents=True, exist_ok=True)
         network = model.as_module()
         pixels = images.batch(np.arange(len(images)))
-        names = heatmap_names([row.path for row in images.manifest.rows])
+        jobs = [(i, output) for i, columns in enumerate(wanted) for output in columns]
+        suffixes = ["" if findings is None else f"_{safe_name(findings[output])}" for _, output in jobs]
+        names = dict(zip(jobs, heatmap_names([images.manifest.rows[i].path for i, _ in jobs], suffixes)))
         for output in sorted({j for columns in wanted for j in columns}):
             chosen = [i for i, columns in enumerate(wanted) if output in columns]
             maps = gradcam_maps(network, last_conv_block(network.backbone), pixels[chosen], output=output)
             for i, heat in zip(chosen, maps):
-                name = names[i] if findings is None else names[i].replace("_gradcam.png", f"_{safe_name(findings[output])}_gradcam.png")
-                Image.fromarray(overlay(pixels[i].numpy(), heat)).save(folder / name)
+                Image.fromarray(overlay(pixels[i].numpy(), heat)).save(folder / names[(i, output)])
     return predictions, images.unreadable
 
 
@@ -82,18 +86,25 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
-def heatmap_names(paths: list[str]) -> list[str]:
-    """``<stem>_gradcam.png`` per image; where two images share a stem (same file name in
-    different folders), their folders are prefixed, so no heat map replaces another."""
-    stems = [Path(path).stem for path in paths]
-    shared = {stem for stem in stems if stems.count(stem) > 1}
+def heatmap_names(paths: list[str], suffixes: list[str] | None = None) -> list[str]:
+    """``<stem><suffix>_gradcam.png`` per entry (a path may come once per finding, with the finding as its suffix).
+
+    Where two different images share a stem (same file name in different folders),
+    their folders are prefixed; names still equal after that (``a.png`` and ``a.jpg``
+    in one folder, or a stem and a suffix that add up alike) are numbered, so no heat
+    map ever replaces another.
+    """
+    suffixes = suffixes or [""] * len(paths)
+    stems = {path: Path(path).stem for path in dict.fromkeys(paths)}
+    shared = {stem for stem, count in Counter(stems.values()).items() if count > 1}
     names = []
-    for path, stem in zip(paths, stems):
+    for path, suffix in zip(paths, suffixes):
+        stem = stems[path]
         if stem in shared:
             parts = [part for part in Path(path).with_suffix("").parts if part not in ("/", "..", ".")]
             stem = "__".join(parts[-3:])
-        names.append(f"{stem}_gradcam.png")
-    for index, name in enumerate(names):  # still equal (e.g. a.png and a.jpg in one folder): number them
-        if names.count(name) > 1:
-            names[index] = f"{index:05d}_{name}"
-    return names
+        names.append(f"{stem}{suffix}_gradcam.png")
+    counts, unique = Counter(names), []
+    for index, name in enumerate(names):
+        unique.append(f"{index:05d}_{name}" if counts[name] > 1 or name in unique else name)
+    return unique

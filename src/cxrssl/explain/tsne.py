@@ -46,6 +46,10 @@ def tsne_panels(
 
     ``finding``: colour a multi-label task's points by that finding (positive, negative, not labelled) instead of by class.
     """
+    if finding is None and not any(task.manifest.labels):
+        found = finding_labels(task.manifest)
+        names = f" (one of {', '.join(found.names)})" if found is not None else ""
+        raise CxrsslError(f"{task.manifest.name}: has no class labels to colour by; give --finding NAME{names}")
     labels = np.array(task.manifest.labels) if finding is None else finding_classes(task, finding)
     classes = sorted(set(labels))
     colours = dict(zip(classes, plt.get_cmap("tab10").colors))

@@ -23,7 +23,8 @@ from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import load_task
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
-from cxrssl.eval.multilabel import MACRO, FindingsProbeResult
+from cxrssl.data.images import open_source, source_rows
+from cxrssl.eval.multilabel import MACRO, FindingsProbeResult, require_finding
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.eval.sweep import sweep_run
 from cxrssl.explain.gallery import chosen_finding, draw_galleries
@@ -192,6 +193,8 @@ def build_report(
         raise CxrsslError(f"{run.root}: no checkpoints or config.json; pass the folder of a `cxrssl pretrain` run")
     if not tasks:
         raise CxrsslError("give at least one labelled --task manifest to evaluate the run on")
+    for task in tasks:  # --finding is checked on every task before any work
+        require_finding(source_rows(open_source(task)), settings, finding)
     config = run.read_config()
     status = json.loads(run.status.read_text()) if run.status.is_file() else {}
     log = run.read_log()

@@ -111,3 +111,13 @@ def test_real_nih_subset_findings_per_patient(shared_data):
     assert all(entry["positive_patients"] < 30 for name, entry in counts.items() if name not in stated)
     assert all(entry["unlabelled_images"] == 0 for entry in counts.values())
     assert len(set(result.manifest.patient_keys)) == 682
+
+
+def test_an_image_in_both_official_lists_is_listed_not_put_in_one_of_them(nih):
+    names = [name for name, _, _ in ENTRIES]
+    (nih / "test_list.txt").write_text("00000002_000.png\n00000005_000.png\n")
+    (nih / "train_val_list.txt").write_text("\n".join(n for n in names if n != "00000002_000.png"))  # 00000005 is in both
+    result = index_dataset("nih14", nih, IndexOptions(task="findings"))
+    split = {row.path.rsplit("/", 1)[-1]: row.split for row in result.manifest.rows}
+    assert "00000005_000.png" not in split and split["00000002_000.png"] == "test"
+    assert ("00000005_000.png", "listed in both train_val_list.txt and test_list.txt: no split to put it in") in result.skipped

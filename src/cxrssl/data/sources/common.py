@@ -102,7 +102,16 @@ def find_images(folder: Path) -> list[Path]:
 
 
 def finish(root: Path, rows: list[ManifestRow], skipped: list[tuple[str, str]], notes: list[str], metadata: str) -> IndexResult:
-    """Drop (and list) rows whose file is missing; refuse an empty result."""
+    """Drop (and list) rows whose file is missing or that repeat an image already listed; refuse an empty result."""
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        if row.path in seen:
+            skipped = skipped + [(row.path, f"listed again in {metadata}; the first listing is kept")]
+        else:
+            seen.add(row.path)
+            unique.append(row)
+    rows = unique
     found = [(root / row.path).is_file() for row in rows]  # one stat per row: indexes reach 200k+ files
     present = [row for row, exists in zip(rows, found) if exists]
     missing = [(row.path, f"listed in {metadata} but not found under {root}") for row, exists in zip(rows, found) if not exists]

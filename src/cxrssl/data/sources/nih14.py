@@ -66,7 +66,7 @@ def index_nih14(root: Path, options: IndexOptions) -> IndexResult:
         if name not in on_disk:
             skipped.append((name, f"listed in {entry.name} but not found under {root}"))
             continue
-        findings = {finding.strip() for finding in record[findings_col].split("|")}
+        findings = {finding.strip() for finding in record[findings_col].split("|") if finding.strip()}
         if any(is_no_finding(finding) for finding in findings) and split_findings(record[findings_col]):
             skipped.append((name, f"Finding Labels {record[findings_col].strip()!r} in {entry.name} join 'No Finding' with a finding"))
             continue
@@ -77,6 +77,9 @@ def index_nih14(root: Path, options: IndexOptions) -> IndexResult:
             "follow_up": record.get("Follow-up #", "").strip(),
             "findings": "|".join(sorted(findings)),
         }
+        if split_of.get(name) == IN_BOTH_LISTS:
+            skipped.append((name, "listed in both train_val_list.txt and test_list.txt: no split to put it in"))
+            continue
         relative = on_disk[name].relative_to(root).as_posix()
         rows[name] = ManifestRow(relative, record[patient_col].strip(), "", split_of.get(name, ""), extra)
     notes = ["official split from train_val_list.txt / test_list.txt" if split_of else "no official split lists found: split left empty"]
@@ -105,11 +108,17 @@ def finding_notes(result: IndexResult) -> list[str]:
     return [f"{entry['finding']:<{width}}  {entry['positive_images']} images / {entry['positive_patients']} patients positive" for entry in counts]
 
 
+IN_BOTH_LISTS = "in both lists"
+
+
 def _official_split(root: Path) -> dict[str, str]:
-    split_of = {}
+    """Image name -> train or test, from the official lists; ``IN_BOTH_LISTS`` for a name that both hold."""
+    split_of: dict[str, str] = {}
     for name, split in (("train_val_list.txt", "train"), ("test_list.txt", "test")):
         if (root / name).is_file():
-            split_of.update({line.strip(): split for line in (root / name).read_text().splitlines() if line.strip()})
+            for line in (root / name).read_text().splitlines():
+                if line.strip():
+                    split_of[line.strip()] = IN_BOTH_LISTS if split_of.get(line.strip(), split) != split else split
     return split_of
 
 
