@@ -17,7 +17,8 @@ def test_demo_pipeline_end_to_end(tmp_path):
         assert 0 <= row["metrics"]["auc"]["value"] <= 1 and row["n_folds"] == 6
     # The claim printed is the one the paired intervals support.
     compared = json.loads((tmp_path / "compare" / "compare.json").read_text())
-    assert results["claim"] == demo_claim(compared)
+    findings_payload = json.loads((tmp_path / "compare_findings" / "compare.json").read_text())
+    assert results["claim"] == demo_claim(compared) + " Per finding (macro mean AUC): " + demo_claim(findings_payload)
     assert results["claim"] in (tmp_path / "table.md").read_text()
     table = (tmp_path / "table.md").read_text()
     assert "| 5 | SimCLR 2 epochs |" in table and "| all | random init |" in table and "Δ AUC vs random init" in table

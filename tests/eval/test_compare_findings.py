@@ -127,3 +127,12 @@ def test_budgets_above_the_smallest_training_part_are_refused_with_its_size():
     images, _ = _findings_task(patients=60)
     with pytest.raises(Exception, match=r"label budget 50 patients: the smallest training part has (\d+); lower --labels to at most \1"):
         plan_for("toy", images, CompareSettings(budgets=(50, None), folds=3, repeats=2, probe=ProbeSettings(bootstrap=0), jobs=1))
+
+
+def test_a_task_where_no_finding_can_ever_be_scored_is_refused_before_any_fit(tmp_path, planted):
+    task = _findings_task()
+    named = planted(task, {"random init": 0.0, "pretrained": 1.0})
+    settings = CompareSettings(budgets=(30, None), folds=3, repeats=1, probe=ProbeSettings(bootstrap=0, min_patients=500), jobs=1)
+    with pytest.raises(Exception, match="no finding has 2 positive and negative patients in every training part and 500"):
+        compare_backbones(named, [("toy", task[0])], tmp_path, settings, progress=False)
+    assert not (tmp_path / ".compare.partial.jsonl").exists()

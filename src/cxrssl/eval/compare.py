@@ -55,7 +55,17 @@ from cxrssl.data.splits import label_budget_rows, multilabel_patient_folds, pati
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
 from cxrssl.eval.metrics import METRICS
-from cxrssl.eval.multilabel import MACRO, MIN_TRAINING_PATIENTS, FindingsTask, findings_split, findings_task, finetune_findings, fit_and_score_findings, wants_findings
+from cxrssl.eval.multilabel import (
+    MACRO,
+    MIN_TRAINING_PATIENTS,
+    FindingsTask,
+    findings_split,
+    findings_task,
+    finetune_findings,
+    fit_and_score_findings,
+    left_out_findings,
+    wants_findings,
+)
 from cxrssl.eval.probe import ProbeError, ProbeSettings, binary_targets, fit_and_score, has_test_split, probe_split
 from cxrssl.eval.stats import (
     CORRECTED_T,
@@ -257,7 +267,22 @@ def plan_findings_task(name: str, task: FindingsTask, settings: CompareSettings)
             for index, (train_rows, test_rows) in enumerate(found):
                 drawn = _budgets(name, task.patients, None, train_rows, settings, (seed, repeat, index))
                 folds.append(Fold(repeat, index, test_rows, drawn, _seed(seed, repeat, index, 1), len(train_rows)))
+    _require_a_scorable_finding(name, task, folds, settings)
     return TaskPlan(name, design, task.targets, task.patients, "", "", folds, purged, len(task), task)
+
+
+def _require_a_scorable_finding(name: str, task: FindingsTask, folds: list[Fold], settings: CompareSettings) -> None:
+    """Before any fit: some finding must be fittable and scorable on every fold of some budget, else every table would be empty."""
+    for budget in settings.budgets:
+        left_out = set()
+        for fold in folds:
+            left_out |= set(left_out_findings(task, fold.train[budget], fold.test, settings.probe.min_patients))
+        if len(left_out) < len(task.names):
+            return
+    raise CompareError(
+        f"{name}: no finding has {MIN_TRAINING_PATIENTS} positive and negative patients in every training part and {settings.probe.min_patients} "
+        f"in every test part at any budget; add labelled patients, raise --labels or lower --min-patients"
+    )
 
 
 def plan_for(name: str, images: ImageSet, settings: CompareSettings) -> TaskPlan:

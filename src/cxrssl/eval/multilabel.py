@@ -145,7 +145,7 @@ def fit_and_score_findings(
 ) -> FindingsFit:
     """The probe of every finding on one split (see the module docstring)."""
     train_rows, test_rows = np.asarray(train_rows, dtype=int), np.asarray(test_rows, dtype=int)
-    excluded = _left_out(task, train_rows, test_rows, settings.min_patients)
+    excluded = left_out_findings(task, train_rows, test_rows, settings.min_patients)
     fitted = [j for j, name in enumerate(task.names) if not excluded.get(name, "").startswith("training")]  # test-part exclusions: fitted, not scored
     n_test = len(test_rows)
     scores = np.full((n_test, len(task.names)), np.nan)
@@ -191,7 +191,7 @@ def fit_and_score_findings(
     return fit
 
 
-def _left_out(task: FindingsTask, train_rows: np.ndarray, test_rows: np.ndarray, min_patients: int) -> dict[str, str]:
+def left_out_findings(task: FindingsTask, train_rows: np.ndarray, test_rows: np.ndarray, min_patients: int) -> dict[str, str]:
     """The findings a split cannot fit (training part) or score (test part), with the reason."""
     excluded = {name: f"training part: {why}" for name, why in scorable_findings(task, train_rows, MIN_TRAINING_PATIENTS).items()}
     for name, why in scorable_findings(task, test_rows, min_patients).items():
@@ -218,7 +218,7 @@ def finetune_findings(spec, images, task: FindingsTask, train_rows, test_rows, f
     probe's shape, for the same tables) and the FinetuneFit (the network, the curve).
     """
     train_rows, test_rows = np.asarray(train_rows, dtype=int), np.asarray(test_rows, dtype=int)
-    excluded = _left_out(task, train_rows, test_rows, min_patients)
+    excluded = left_out_findings(task, train_rows, test_rows, min_patients)
     trained = [j for j, name in enumerate(task.names) if not excluded.get(name, "").startswith("training")]
     if not trained:
         raise ProbeError("no finding has enough labelled patients in the training part to fine-tune; add labelled patients or lower --min-patients")
