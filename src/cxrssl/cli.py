@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--task", default=None, choices=("pneumonia", "all", "findings", "pool", "competition", "all-findings"),
                        help="nih14: pneumonia (default, the paper's task), all (every image, unlabelled) or findings (every image, its 14 findings); "
                             "chexpert: pool (default, unlabelled), competition (the five competition findings) or all-findings (the 14 observations)")  # fmt: skip
-    index.add_argument("--uncertain", default="ignore", choices=("ignore", "ones", "zeros"),
+    index.add_argument("--uncertain", default=None, choices=("ignore", "ones", "zeros"),
                        help="chexpert labelled tasks: an uncertain (-1) label becomes not labelled (ignore, default; U-Ignore), 1 (ones) or 0 (zeros)")
     index.add_argument("--seed", type=int, default=0, help="nih14: seed of the matched 'No Finding' images")
     index.add_argument("--unlabelled", action="store_true", help="folder: every image below ROOT, without classes")

@@ -146,3 +146,14 @@ def test_youden_threshold_against_a_brute_force_search():
         best = max(j(t) for t in np.unique(scores))
         assert j(threshold) == pytest.approx(best)
     assert youden_threshold(np.ones(5), np.arange(5.0)) == 0.5
+
+
+def test_positive_of_a_binary_task_is_refused_on_a_task_evaluated_per_finding(tmp_path):
+    from cxrssl.data.manifest import read_manifest
+    from cxrssl.eval.multilabel import findings_task
+    from cxrssl.eval.probe import ProbeError
+
+    path = tmp_path / "m.csv"
+    path.write_text("path,patient_id,findings\na.png,p1,Edema\nb.png,p2,No Finding\n")
+    with pytest.raises(ProbeError, match="names the disease class of a binary task"):
+        findings_task(read_manifest(path, check_files=False), ProbeSettings(positive="Edema"))

@@ -84,6 +84,8 @@ def findings_task(manifest: Manifest, settings: ProbeSettings) -> FindingsTask:
             f"{manifest.name}: has no findings columns; index it with a findings task (e.g. `cxrssl index nih14 ROOT --task findings`) "
             f"or add a findings column (see the manifest format)"
         )
+    if settings.positive is not None:
+        raise ProbeError(f"{manifest.name}: --positive {settings.positive!r} names the disease class of a binary task; this one is evaluated per finding (choose findings with --findings)")
     if settings.findings:
         labels = labels.subset(settings.findings)
     return FindingsTask(labels.names, labels.values.astype(float), np.asarray(manifest.patient_keys, dtype=object), tuple(manifest.splits))

@@ -170,10 +170,12 @@ def test_all_findings_task_has_the_14_observations_in_header_order(labelled):
 
 
 def test_the_pool_task_stays_the_default_and_unlabelled(labelled):
-    for options in (IndexOptions(), IndexOptions(task="pool"), IndexOptions(task=None, uncertain="ones")):
+    for options in (IndexOptions(), IndexOptions(task="pool")):
         result = index_dataset("chexpert", labelled, options)
         assert finding_labels(result.manifest) is None and {row.split for row in result.manifest.rows} == {"train", "val"}
         assert result.notes == ["views: frontal; labels left empty (pretext pool)"]
+    with pytest.raises(SourceError, match="the pool task has no labels"):  # a flag that would do nothing is refused, not ignored
+        index_dataset("chexpert", labelled, IndexOptions(task=None, uncertain="ones"))
 
 
 def test_a_header_without_a_task_column_names_the_file_and_the_column(labelled):

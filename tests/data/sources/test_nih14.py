@@ -121,3 +121,8 @@ def test_an_image_in_both_official_lists_is_listed_not_put_in_one_of_them(nih):
     split = {row.path.rsplit("/", 1)[-1]: row.split for row in result.manifest.rows}
     assert "00000005_000.png" not in split and split["00000002_000.png"] == "test"
     assert ("00000005_000.png", "listed in both train_val_list.txt and test_list.txt: no split to put it in") in result.skipped
+
+
+def test_the_uncertainty_flag_of_chexpert_is_refused_here_not_ignored(nih):
+    with pytest.raises(SourceError, match="NIH ChestX-ray14 has no uncertain labels"):
+        index_dataset("nih14", nih, IndexOptions(task="findings", uncertain="ones"))

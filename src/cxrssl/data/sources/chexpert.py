@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from cxrssl.data.findings import finding_labels, per_finding_columns
@@ -71,9 +72,12 @@ def index_chexpert(root: Path, options: IndexOptions) -> IndexResult:
         )
     if options.views not in ("frontal", "lateral", "all"):
         raise SourceError(f"--views {options.views!r}: use frontal, lateral or all")
+    findings = TASK_FINDINGS[task]
+    if options.uncertain is not None and not findings:
+        raise SourceError(f"--uncertain {options.uncertain}: the pool task has no labels; use it with --task competition or all-findings")
+    options = replace(options, uncertain=options.uncertain or "ignore")
     if options.uncertain not in UNCERTAIN_POLICIES:
         raise SourceError(f"--uncertain {options.uncertain!r}: use ignore (-1 = not labelled), ones (-1 = 1) or zeros (-1 = 0)")
-    findings = TASK_FINDINGS[task]
     splits = LABELLED_SPLITS if findings else POOL_SPLITS
     tables = [(root / name, splits[name]) for name in CSV_FILES if (root / name).is_file()]
     if not tables:

@@ -29,7 +29,7 @@ class IndexOptions:
     task: str | None = None
     seed: int = 0  # nih14: which 'No Finding' images are matched to the positives
     unlabelled: bool = False  # folder: every image below ROOT, no class
-    uncertain: str = "ignore"  # chexpert: what -1 (uncertain) becomes: ignore (not labelled), ones (1) or zeros (0)
+    uncertain: str | None = None  # chexpert's labelled tasks: what -1 (uncertain) becomes: ignore (not labelled, the default), ones (1) or zeros (0)
 
     def task_or(self, default: str) -> str:
         """The task asked for, or the adapter's ``default`` when none was."""

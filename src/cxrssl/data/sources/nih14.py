@@ -52,6 +52,8 @@ DEFAULT_TASK = "pneumonia"
 def index_nih14(root: Path, options: IndexOptions) -> IndexResult:
     entry = require_file(root, ENTRY_FILES, LAYOUT)
     task = options.task_or(DEFAULT_TASK)
+    if options.uncertain is not None:
+        raise SourceError(f"--uncertain {options.uncertain}: NIH ChestX-ray14 has no uncertain labels (the flag is CheXpert's); drop it")
     if task not in TASKS:
         raise SourceError(
             f"--task {task!r}: use pneumonia (the paper's task), all (every image, unlabelled) or findings (every image, its 14 findings)"
