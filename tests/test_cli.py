@@ -326,3 +326,17 @@ def test_finding_flags_are_checked_before_any_work(tmp_path, findings_run, phant
     assert main(["report", "--run", str(checkpoint.parent.parent), "--task", str(task), "--task", str(phantom_manifest), "--finding", "Edema",
                  "-o", str(tmp_path / "r.html"), "--quiet"]) == 2  # fmt: skip
     assert str(phantom_manifest) in capsys.readouterr().err
+
+
+def test_split_of_a_findings_manifest_is_stratified_over_its_findings(tmp_path, capsys):
+    import csv
+
+    assert main(["phantom", str(tmp_path / "d"), "--findings", "--n", "200", "--size", "64", "--seed", "8"]) == 0
+    assert main(["split", str(tmp_path / "d" / "labels.csv"), "-o", str(tmp_path / "s.csv"), "--seed", "1"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "s.csv")))
+    patients = {row["patient_id"]: row["split"] for row in rows}
+    assert all(patients[row["patient_id"]] == row["split"] for row in rows)  # whole patients
+    for finding in ("Cardiomegaly", "Consolidation"):
+        positive = {row["patient_id"] for row in rows if finding in row["findings"].split("|")}
+        in_test = sum(patients[p] == "test" for p in positive)
+        assert abs(in_test - 0.2 * len(positive)) <= 2  # the split's share of the finding's positive patients, not by chance
