@@ -16,7 +16,7 @@ from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
 from cxrssl.eval.multilabel import (
     FindingsProbeResult,
-    finding_intervals,
+    findings_result,
     findings_split,
     findings_task,
     finetune_findings,
@@ -132,11 +132,10 @@ def finetune_findings_backbone(spec, task: ImageSet, task_source, settings: Prob
     output = Path(output)
     fit, tuned = finetune_findings(spec, task, findings, train, test, replace(finetune_settings, seed=settings.seed), settings.min_patients,
                                    output.with_name(output.stem + "_state"), progress)  # fmt: skip
-    if not fit.scored:
-        raise CxrsslError(f"{task_source}: no finding can be scored on the test part ({'; '.join(f'{k}: {v}' for k, v in fit.excluded.items())})")
-    intervals, macro = finding_intervals(findings, fit, test, settings.bootstrap, settings.seed)
-    counts = {name: {"test_images": int(np.isfinite(findings.targets[test, j]).sum())} for j, name in enumerate(findings.names)}
-    result = FindingsProbeResult(fit, intervals, macro, counts, len(train), len(test), source, test, purged)
+    try:
+        result = findings_result(findings, fit, train, test, source, purged, settings)
+    except CxrsslError as error:
+        raise CxrsslError(f"{task_source}: {error}") from None
     payload = result_payload(spec, task_source, result, dataset, label or f"{pretext_label(spec)}, fine-tuned")
     payload.update({"method": "finetune", "chosen_epoch": tuned.chosen_epoch, "val_auc": tuned.val_auc, "n_fit": tuned.n_fit, "n_val": tuned.n_val,
                     "finetune": finetune_settings.to_dict()})  # fmt: skip

@@ -153,13 +153,14 @@ def carve_validation(patients: Sequence[str], labels: Sequence[str] | np.ndarray
     rows = np.asarray(rows, dtype=int)
     patients = np.asarray(patients, dtype=object)
     fractions = {"train": 1 - fraction, "val": fraction}
-    if isinstance(labels, np.ndarray) and labels.ndim == 2:
+    findings = isinstance(labels, np.ndarray) and labels.ndim == 2
+    if findings:
         parts = np.array(multilabel_patient_split(patients[rows], labels[rows], fractions, seed=seed))
     else:
         parts = np.array(patient_grouped_split(patients[rows], [labels[i] for i in rows], fractions, seed=seed))
     fit, val = rows[parts == "train"], rows[parts == "val"]
     for name, part in (("validation", val), ("fitting", fit)):
-        if isinstance(labels, np.ndarray) and labels.ndim == 2:
+        if findings:  # some finding with both classes: as good as two classes; else the one class seen (or none)
             values = labels[part]
             classes = {0, 1} if ((values == 1).any(axis=0) & (values == 0).any(axis=0)).any() else set(values[np.isfinite(values)].astype(int).tolist())
         else:

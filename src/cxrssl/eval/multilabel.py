@@ -326,7 +326,11 @@ def run_findings_probe(features: np.ndarray, task: FindingsTask, settings: Probe
     train, test, source, purged = findings_split(task, settings.seed, settings.split_policy)
     if len(train) == 0 or len(test) == 0:
         raise ProbeError("the split leaves no training or no test images; the task is too small for the probe")
-    fit = fit_and_score_findings(features, task, train, test, settings)
+    return findings_result(task, fit_and_score_findings(features, task, train, test, settings), train, test, source, purged, settings)
+
+
+def findings_result(task: FindingsTask, fit: FindingsFit, train, test, source: str, purged: tuple[int, int], settings: ProbeSettings) -> FindingsProbeResult:
+    """A probe's or fine-tune's FindingsFit on one split as the result the verbs write: intervals and per-finding patient counts."""
     if not fit.scored:
         reasons = "; ".join(f"{name}: {why}" for name, why in fit.excluded.items())
         raise ProbeError(f"no finding can be scored on this split ({reasons}); add labelled patients or lower --min-patients")
