@@ -96,8 +96,10 @@ def main() -> None:
     if Path("/proc/self/status").is_file():
         ours, pixels_mib = _memory_growth(manifest.files, args.size, textbook=False)
         textbook, _ = _memory_growth(manifest.files, args.size, textbook=True)
-        print(f"  decoding into memory: {pixels_mib:.0f} MiB of pixels; resident set grew {ours:.0f} MiB with cxrssl's loader, "
-              f"{textbook:.0f} MiB with list + np.stack (ratio {textbook / ours:.2f})")
+        print(
+            f"  decoding into memory: {pixels_mib:.0f} MiB of pixels; resident set grew {ours:.0f} MiB with cxrssl's loader, "
+            f"{textbook:.0f} MiB with list + np.stack (ratio {textbook / ours:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -81,8 +81,10 @@ def main() -> None:
         extract_s = cached_s = 0.0
         if SHARED_POOL.is_file():
             extract_s, cached_s, dims = extraction_seconds(args.images, args.extract_size)
-            print(f"extraction: 3 x resnet50 ({dims}-d) at {args.extract_size} px on {args.images} pool films: {extract_s:.1f} s "
-                  f"({3 * args.images / extract_s:.0f} img/s); again from the feature cache: {cached_s:.2f} s")  # fmt: skip
+            print(
+                f"extraction: 3 x resnet50 ({dims}-d) at {args.extract_size} px on {args.images} pool films: {extract_s:.1f} s "
+                f"({3 * args.images / extract_s:.0f} img/s); again from the feature cache: {cached_s:.2f} s"
+            )
         else:
             print(f"{SHARED_POOL} absent: extraction not timed")
 
@@ -99,14 +101,18 @@ def main() -> None:
         fit_s = time.perf_counter() - started
     fits = len(comparison.payload["folds"])
     total = extract_s + fit_s
-    print(f"grid: 3 backbones x {len(budgets)} budgets x {args.repeats} x 5 folds = {fits} probe fits (each: 6 C x 5 inner folds + refit) "
-          f"on {args.images} x {args.dims}: {fit_s:.1f} s, {fit_s / fits:.2f} s per fit, {settings.jobs or os.cpu_count()} worker(s)")  # fmt: skip
+    print(
+        f"grid: 3 backbones x {len(budgets)} budgets x {args.repeats} x 5 folds = {fits} probe fits (each: 6 C x 5 inner folds + refit) "
+        f"on {args.images} x {args.dims}: {fit_s:.1f} s, {fit_s / fits:.2f} s per fit, {settings.jobs or os.cpu_count()} worker(s)"
+    )
     if total:
         print(f"share of the whole: extraction {100 * extract_s / total:.0f} %, fitting and statistics {100 * fit_s / total:.0f} %")
     rows = {(r["backbone"], r["budget"]): r for r in comparison.payload["tasks"][0]["rows"]}
     for budget in [b for b in ("10", "100", "all") if ("strong", b) in rows]:
         d = rows[("strong", budget)]["difference"]["auc"]
-        print(f"  strong vs weak at {budget:>3} labels/class: ΔAUC {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p {d['p_value']:.3g}")
+        print(
+            f"  strong vs weak at {budget:>3} labels/class: ΔAUC {100 * d['value']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p {d['p_value']:.3g}"
+        )
 
 
 if __name__ == "__main__":

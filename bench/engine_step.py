@@ -7,7 +7,7 @@ method's momentum update (MoCo, BYOL) as the training loop does after every step
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -113,7 +113,9 @@ def main() -> None:
             build_cache(manifest, Path(workdir) / "cache", 224, progress=False)
             for arch, size, count in (("resnet18", 128, args.images), ("wide_resnet50_2", 224, min(args.images, 128))):
                 ours, plain = extraction_rates(arch, size, count, Path(workdir) / "cache")
-                print(f"extract {arch:16s} {size} px: {ours:7.1f} img/s; plain float32 NCHW loop {plain:7.1f} img/s; ratio {ours / plain:.2f} ({count} real films)")
+                print(
+                    f"extract {arch:16s} {size} px: {ours:7.1f} img/s; plain float32 NCHW loop {plain:7.1f} img/s; ratio {ours / plain:.2f} ({count} real films)"
+                )
     else:
         print(f"{SHARED_POOL} absent: extraction rate skipped")
     queue = multiprocessing.get_context("spawn").Queue()
@@ -122,10 +124,12 @@ def main() -> None:
     seconds, traced_peak, growth_kib, peak_kib, chosen_c, auc = queue.get()
     child.join()
     features_mib = args.probe_images * args.probe_dims * 4 / 2**20
-    print(f"probe {args.probe_images} x {args.probe_dims} ({features_mib:.0f} MiB of float32 features): 6 C x 5 folds + refit + 1000 bootstrap "
-          f"in {seconds:.1f} s; peak of arrays allocated by the probe {traced_peak / 2**20:.0f} MiB (tracemalloc), "
-          f"resident set grew {growth_kib / 1024:.0f} MiB over the grid; child's peak RSS {peak_kib / 1024:.0f} MiB "
-          f"(libraries and the features included); C={chosen_c}, AUC {auc:.3f}")  # fmt: skip
+    print(
+        f"probe {args.probe_images} x {args.probe_dims} ({features_mib:.0f} MiB of float32 features): 6 C x 5 folds + refit + 1000 bootstrap "
+        f"in {seconds:.1f} s; peak of arrays allocated by the probe {traced_peak / 2**20:.0f} MiB (tracemalloc), "
+        f"resident set grew {growth_kib / 1024:.0f} MiB over the grid; child's peak RSS {peak_kib / 1024:.0f} MiB "
+        f"(libraries and the features included); C={chosen_c}, AUC {auc:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -80,8 +80,10 @@ def main() -> None:
 
     print(cpu_description())
     finetune_rate, pretrain_rate = step_rates(args.size, args.batch)
-    print(f"step, resnet18 {args.size} px batch {args.batch}: fine-tuning {finetune_rate:.1f} img/s; SimCLR pretraining {pretrain_rate:.1f} img/s "
-          f"(two views per image); ratio {finetune_rate / pretrain_rate:.2f}")  # fmt: skip
+    print(
+        f"step, resnet18 {args.size} px batch {args.batch}: fine-tuning {finetune_rate:.1f} img/s; SimCLR pretraining {pretrain_rate:.1f} img/s "
+        f"(two views per image); ratio {finetune_rate / pretrain_rate:.2f}"
+    )
     if not TASK.is_file():
         print(f"{TASK} absent: the whole fine-tune is not timed")
         return
@@ -97,9 +99,11 @@ def main() -> None:
     started = time.perf_counter()
     fit = finetune(BackboneSpec.random("resnet18", args.size), task, targets, task.manifest.patient_keys, split.train, split.test, settings)
     seconds = time.perf_counter() - started
-    print(f"whole fine-tune: {len(split.train)} training images ({fit.n_fit} fitted, {fit.n_val} validated), {len(fit.val_auc)} epochs "
-          f"in {seconds / 60:.1f} min ({fit.n_fit * len(fit.val_auc) / seconds:.1f} fitted img/s incl. validation); "
-          f"best validation AUC {max(fit.val_auc):.3f} at epoch {fit.chosen_epoch}; test AUC {fit.metrics['auc']:.3f}")  # fmt: skip
+    print(
+        f"whole fine-tune: {len(split.train)} training images ({fit.n_fit} fitted, {fit.n_val} validated), {len(fit.val_auc)} epochs "
+        f"in {seconds / 60:.1f} min ({fit.n_fit * len(fit.val_auc) / seconds:.1f} fitted img/s incl. validation); "
+        f"best validation AUC {max(fit.val_auc):.3f} at epoch {fit.chosen_epoch}; test AUC {fit.metrics['auc']:.3f}"
+    )
     print(f"validation AUC per epoch: {', '.join(f'{a:.3f}' for a in fit.val_auc)}; mean test score {np.mean(fit.test_scores):.3f}")
 
 

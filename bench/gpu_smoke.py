@@ -46,15 +46,39 @@ def main() -> int:
         work = Path(workdir)
         cxrssl("phantom", str(work / "films"), "--n", "240", "--size", "128")
         cxrssl("cache", str(work / "films" / "labels.csv"), "-o", str(work / "cache"), "--size", "96", "--quiet")
-        common = ["--data", str(work / "cache"), "--out", str(work / "run"), "--quiet", "--config", "demo", "--device", "cuda", "--arch", "resnet18", "--image-size", "96", "--batch-size", "64"]
+        common = [
+            "--data",
+            str(work / "cache"),
+            "--out",
+            str(work / "run"),
+            "--quiet",
+            "--config",
+            "demo",
+            "--device",
+            "cuda",
+            "--arch",
+            "resnet18",
+            "--image-size",
+            "96",
+            "--batch-size",
+            "64",
+        ]
         first = cxrssl("pretrain", *common, "--epochs", "2")
         resumed = cxrssl("pretrain", *common, "--epochs", "3", "--resume")
         run = work / "run"
         config = json.loads((run / "config.json").read_text())
         log = (run / "log.csv").read_text().splitlines()[1:]
         status = json.loads((run / "status.json").read_text())
-        check("pretrain on the GPU", config["device"] == "cuda" and config["autocast"] == "bfloat16", f"device {config['device']}, autocast {config['autocast']}, {first:.0f} s for 2 epochs")
-        check("resume on the GPU", len(log) == 3 and status["state"] == "complete", f"{len(log)} log rows, state {status['state']}, {resumed:.0f} s; losses {[row.split(',')[1][:6] for row in log]}")
+        check(
+            "pretrain on the GPU",
+            config["device"] == "cuda" and config["autocast"] == "bfloat16",
+            f"device {config['device']}, autocast {config['autocast']}, {first:.0f} s for 2 epochs",
+        )
+        check(
+            "resume on the GPU",
+            len(log) == 3 and status["state"] == "complete",
+            f"{len(log)} log rows, state {status['state']}, {resumed:.0f} s; losses {[row.split(',')[1][:6] for row in log]}",
+        )
 
         checkpoint = run / "checkpoints" / "epoch_0003.json"
         cxrssl("probe", "--checkpoint", str(checkpoint), "--task", str(work / "films" / "labels.csv"), "-o", str(work / "probe.json"), "--quiet")

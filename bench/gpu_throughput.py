@@ -105,7 +105,13 @@ def run(args, device, cache, batch: int, compiled: bool) -> dict:
     with FlopCounterMode(display=False) as counter:  # the eager model: the same FLOPs, counted reliably
         training_step(model, optimizer, views, autocast)
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return {"images_per_s": end_to_end, "compute_only": compute_only, "flops_per_step": counter.get_total_flops(), "peak_gib": peak_gib, "warmup_s": warmup_s}
+    return {
+        "images_per_s": end_to_end,
+        "compute_only": compute_only,
+        "flops_per_step": counter.get_total_flops(),
+        "peak_gib": peak_gib,
+        "warmup_s": warmup_s,
+    }
 
 
 def main() -> None:
@@ -119,7 +125,9 @@ def main() -> None:
     parser.add_argument("--compile", choices=("auto", "off"), default="auto", help="auto: also measure torch.compile")
     parser.add_argument("--device", default="cuda")
     parser.add_argument(
-        "--reference-tflops", type=float, default=790.0,
+        "--reference-tflops",
+        type=float,
+        default=790.0,
         help="bf16 peak that MFU is also given against: 790, the H200 figure the project's 45 %% MFU goal is set against (the SXM datasheet says 989)",
     )
     parser.add_argument("--dataset-images", type=int, default=224_316, help="CheXpert's images")
@@ -129,7 +137,12 @@ def main() -> None:
     if device.type == "cuda":
         prepare_device(device)
         print(f"{torch.cuda.get_device_name(device)}; torch {torch.__version__}")
-    peak = matmul_peak_tflops(device, torch.bfloat16 if device.type == "cuda" else torch.float32, size=8192 if device.type == "cuda" else 1024, repeats=20 if device.type == "cuda" else 3)
+    peak = matmul_peak_tflops(
+        device,
+        torch.bfloat16 if device.type == "cuda" else torch.float32,
+        size=8192 if device.type == "cuda" else 1024,
+        repeats=20 if device.type == "cuda" else 3,
+    )
     print(f"measured matmul peak: {peak:.1f} TFLOP/s ({'bf16' if device.type == 'cuda' else 'fp32'}); reference peak {args.reference_tflops:.0f}")
     with tempfile.TemporaryDirectory() as workdir:
         cache = make_cache(Path(workdir), args.cache_images, args.image_size)

@@ -93,14 +93,18 @@ def main() -> None:
     parser.add_argument("--findings", type=int, default=14)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--sklearn-part", default="1:3", help="FOLDS:FINDINGS that scikit-learn runs on (0:0 skips it)")
-    parser.add_argument("--sklearn-tight", action="store_true", help="also fit the part to tol 1e-10 (slow at full size): the AUCs cxrssl should match")
+    parser.add_argument(
+        "--sklearn-tight", action="store_true", help="also fit the part to tol 1e-10 (slow at full size): the AUCs cxrssl should match"
+    )
     args = parser.parse_args()
     part_folds, part_findings = (int(v) for v in args.sklearn_part.split(":"))
 
     from cxrssl.eval.logreg import cross_validated_auc_grid
 
     print(cpu_description())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (scikit-learn's BLAS)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')} (scikit-learn's BLAS)"
+    )
     started = time.perf_counter()
     features, targets, fold_of_row = synthetic_task(args.rows, args.dims, args.findings, args.folds)
     print(
@@ -140,9 +144,13 @@ def main() -> None:
             tight, scaler_s, finding_s = sklearn_part(features, targets, fold_of_row, folds, findings, C_VALUES, tight=True)
             gap = max(abs(tight[key] - grid.fold_auc[fold_index[key[0]], list(C_VALUES).index(key[2]), key[1]]) for key in tight)
             whole_s = np.mean(scaler_s) * args.folds + np.mean(finding_s) * args.folds * args.findings
-            print(f"scikit-learn converged (tol 1e-10, newton-cholesky, float64), same part: {time.perf_counter() - started:8.1f} s  (measured); "
-                  f"largest AUC difference to cxrssl {gap:.2e}")  # fmt: skip
-            print(f"scikit-learn converged, whole grid:             {whole_s:8.1f} s  (extrapolated); speed-up at equal accuracy {whole_s / ours_s:.0f}x")
+            print(
+                f"scikit-learn converged (tol 1e-10, newton-cholesky, float64), same part: {time.perf_counter() - started:8.1f} s  (measured); "
+                f"largest AUC difference to cxrssl {gap:.2e}"
+            )
+            print(
+                f"scikit-learn converged, whole grid:             {whole_s:8.1f} s  (extrapolated); speed-up at equal accuracy {whole_s / ours_s:.0f}x"
+            )
 
 
 if __name__ == "__main__":

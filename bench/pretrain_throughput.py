@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from engine_step import engine_step, uses_bf16  # bench/ is the script's folder
 from torch.utils.flop_counter import FlopCounterMode
 
 from cxrssl.config import load_pretrain_config, with_overrides
@@ -39,7 +40,6 @@ from cxrssl.data.manifest import read_manifest
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.train import pretrain
-from engine_step import engine_step, uses_bf16  # bench/ is the script's folder
 
 SHARED_POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool" / "labels.csv"
 
@@ -103,7 +103,9 @@ def main() -> None:
     parser.add_argument("--method", choices=("simclr", "moco", "byol", "all"), default="simclr")
     args = parser.parse_args()
     methods = ("simclr", "moco", "byol") if args.method == "all" else (args.method,)
-    base = with_overrides(load_pretrain_config("cpu"), {"method": methods[0], "queue_size": min(4096, args.images // 2) if methods[0] == "moco" else None})
+    base = with_overrides(
+        load_pretrain_config("cpu"), {"method": methods[0], "queue_size": min(4096, args.images // 2) if methods[0] == "moco" else None}
+    )
     config = replace(base, arch=args.arch, image_size=args.image_size, batch_size=args.batch_size, epochs=1, monitor_images=0)
     from cxrssl.hardware import cpu_description
 
@@ -152,11 +154,15 @@ def main() -> None:
     print(f"data: {len(manifest)} {source}")
     for (method, precision), (seconds, flops) in steps.items():
         achieved = flops / seconds / 1e9
-        print(f"training step alone      {_rate(args.batch_size, seconds)}   ({seconds * 1000:.0f} ms per batch; {method}, {precision}: "
-              f"{achieved:.1f} GFLOP/s, {100 * achieved / peaks[precision]:.0f} % of the {precision} dense-kernel peak)")  # fmt: skip
+        print(
+            f"training step alone      {_rate(args.batch_size, seconds)}   ({seconds * 1000:.0f} ms per batch; {method}, {precision}: "
+            f"{achieved:.1f} GFLOP/s, {100 * achieved / peaks[precision]:.0f} % of the {precision} dense-kernel peak)"
+        )
     print(f"augmentation alone       {_rate(2 * args.batch_size, 2 * augment_s)}   (two views: {augment_s * 1000:.0f} ms per batch)")
     print(f"decoding alone           {_rate(len(manifest), decode_s)}")
-    print(f"end to end, files        {_rate(trained, end_to_end_s)}   ({trained} images trained, decoding and set-up included; {methods[0]}, {default_precision})")
+    print(
+        f"end to end, files        {_rate(trained, end_to_end_s)}   ({trained} images trained, decoding and set-up included; {methods[0]}, {default_precision})"
+    )
     print(f"end to end, cache        {from_cache:8.1f} img/s   (the epoch's training loop, reading the cache)")
     print(f"ratio files / step alone {end_to_end / compute:8.2f}")
     print(f"ratio cache / step alone {from_cache / compute:8.2f}")
@@ -164,7 +170,9 @@ def main() -> None:
     print(f"step FLOPs {step_flops / 1e9:.1f} G ({step_flops / args.batch_size / 2 / 1e9:.2f} G per view, forward + backward)")
     precision = "bfloat16 autocast" if use_bf16 else "float32"
     print(f"precision {precision}, channels_last {config.channels_last}")
-    print(f"achieved {achieved:.1f} GFLOP/s of a measured {precision.split()[0]} dense-kernel peak of {peak:.1f} GFLOP/s: {100 * achieved / peak:.0f} %")
+    print(
+        f"achieved {achieved:.1f} GFLOP/s of a measured {precision.split()[0]} dense-kernel peak of {peak:.1f} GFLOP/s: {100 * achieved / peak:.0f} %"
+    )
 
 
 if __name__ == "__main__":

@@ -128,8 +128,28 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
         output = folder / f"compare_{task['name']}"
         if not (output / "compare.json").is_file():
             flags = [f"--checkpoint={c}" for c in checkpoints]
-            cxrssl("compare", *flags, "--init", "random", "--image-size", str(probe_size), "--readout", arm.get("readout", "last"), "--task", str(task_manifest(task, work)), "--labels", task.get("labels", study["labels"]),
-                   "--folds", str(study["folds"]), "--repeats", str(study["repeats"]), "-o", str(output), "--overwrite", "--quiet")  # fmt: skip
+            cxrssl(
+                "compare",
+                *flags,
+                "--init",
+                "random",
+                "--image-size",
+                str(probe_size),
+                "--readout",
+                arm.get("readout", "last"),
+                "--task",
+                str(task_manifest(task, work)),
+                "--labels",
+                task.get("labels", study["labels"]),
+                "--folds",
+                str(study["folds"]),
+                "--repeats",
+                str(study["repeats"]),
+                "-o",
+                str(output),
+                "--overwrite",
+                "--quiet",
+            )
         for record in COMPARE_RECORDS:
             copy_record(output / record, results / f"{task['name']}_{record}", work)
 
@@ -171,8 +191,12 @@ def table(study: dict) -> str:
     ]
     for task in study["tasks"]:
         budgets = task.get("labels", study["labels"]).split(",")
-        lines += [f"**{task['name']}**", "", "| arm | what changes | pretraining (min) | " + " | ".join(f"{b}/class" for b in budgets) + " |",
-                  "|---|---|---|" + "---|" * len(budgets)]  # fmt: skip
+        lines += [
+            f"**{task['name']}**",
+            "",
+            "| arm | what changes | pretraining (min) | " + " | ".join(f"{b}/class" for b in budgets) + " |",
+            "|---|---|---|" + "---|" * len(budgets),
+        ]
         randoms = {}  # random initialisation's AUC per probe size and readout
         for arm in study["arms"]:
             found = study["results"] / arm["name"] / f"{task['name']}_compare.json"
@@ -185,7 +209,9 @@ def table(study: dict) -> str:
                 if row["backbone"] == f"{arm['name']} e{epochs}" and row["difference"]:
                     cells[row["budget"]] = f"{_delta(row['difference']['auc'])} ({_pct(row['metrics']['auc']['value'])})"
             random_init = next(b for b in payload["backbones"] if b["name"] == "random init")
-            judged = f"{random_init['image_size']} px" + ("" if random_init.get("readout", "last") == "last" else f", {random_init['readout']} readout")
+            judged = f"{random_init['image_size']} px" + (
+                "" if random_init.get("readout", "last") == "last" else f", {random_init['readout']} readout"
+            )
             randoms[judged] = {row["budget"]: _pct(row["metrics"]["auc"]["value"]) for row in payload["tasks"][0]["rows"] if not row["difference"]}
             wall = _wall_minutes(study["results"] / arm["name"] / "run_log.csv")
             lines.append(f"| {arm['name']} | {arm.get('about', '')} | {wall:.0f} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |")
@@ -216,7 +242,9 @@ def versus(study: dict, first: str, second: str, random_init: bool = False) -> s
     for task in study["tasks"]:
         paths = {arm: study["results"] / arm / f"{task['name']}_compare_folds.csv" for arm in (first, second)}
         if not all(path.is_file() for path in paths.values()):
-            lines.append(f"- {task['name']}: not judged in both arms (" + ", ".join(f"{path} missing" for path in paths.values() if not path.is_file()) + ")")
+            lines.append(
+                f"- {task['name']}: not judged in both arms (" + ", ".join(f"{path} missing" for path in paths.values() if not path.is_file()) + ")"
+            )
             continue
         folds = {}
         for arm, path in paths.items():
@@ -226,7 +254,10 @@ def versus(study: dict, first: str, second: str, random_init: bool = False) -> s
         def key(row):
             return row["budget"], int(row["repeat"]), int(row["fold"])
 
-        plans = [{key(r): (r["n_train"], r["n_train_patients"], r["n_test"]) for r in folds[arm] if r["backbone"] == "random init"} for arm in (first, second)]
+        plans = [
+            {key(r): (r["n_train"], r["n_train_patients"], r["n_test"]) for r in folds[arm] if r["backbone"] == "random init"}
+            for arm in (first, second)
+        ]
         if plans[0] != plans[1]:
             return f"{task['name']}: the two arms were not compared on the same folds and label draws (their training and test sizes differ)"
         compared = {arm: "random init" if random_init else f"{arm} e{epochs[arm]}" for arm in (first, second)}
@@ -245,7 +276,9 @@ def main() -> None:
     parser.add_argument("action", choices=("run", "table", "versus"))
     parser.add_argument("study", type=Path)
     parser.add_argument("arms", nargs="*", help="versus: the two arms, A then B")
-    parser.add_argument("--random-init", action="store_true", help="versus: compare the two arms' random-init rows (e.g. two readouts) instead of their last epochs")
+    parser.add_argument(
+        "--random-init", action="store_true", help="versus: compare the two arms' random-init rows (e.g. two readouts) instead of their last epochs"
+    )
     parser.add_argument("--work", type=Path, default=Path("recipe-study"), help="checkpoints and caches (not committed)")
     parser.add_argument("--arm", action="append", help="run only these arms (default: all, in order)")
     args = parser.parse_args()

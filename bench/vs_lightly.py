@@ -42,19 +42,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from engine_step import engine_step  # bench/ is the script's folder
 from PIL import Image
 from torch import nn
 
-from cxrssl.config import load_pretrain_config
+from cxrssl.config import load_pretrain_config, with_overrides
 from cxrssl.data.cache import build_cache
 from cxrssl.data.images import open_image_set
 from cxrssl.data.io import load_grayscale
 from cxrssl.data.manifest import read_manifest
-from cxrssl.config import with_overrides
 from cxrssl.hardware import cpu_description, native_bf16
 from cxrssl.models import PIXEL_MEAN, PIXEL_STD, build_backbone
 from cxrssl.train import pretrain
-from engine_step import engine_step  # bench/ is the script's folder
 
 SHARED_POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "pool" / "labels.csv"
 
@@ -76,10 +75,21 @@ def lightly_transform(image_size: int):
     from lightly.transforms import SimCLRTransform
 
     return SimCLRTransform(
-        input_size=image_size, cj_prob=0.8, cj_bright=0.4, cj_contrast=0.4, cj_sat=0.0, cj_hue=0.0, min_scale=0.3,
-        random_gray_scale=0.0, gaussian_blur=0.5, sigmas=(0.1, 2.0), hf_prob=0.5, rr_prob=1.0, rr_degrees=10.0,
+        input_size=image_size,
+        cj_prob=0.8,
+        cj_bright=0.4,
+        cj_contrast=0.4,
+        cj_sat=0.0,
+        cj_hue=0.0,
+        min_scale=0.3,
+        random_gray_scale=0.0,
+        gaussian_blur=0.5,
+        sigmas=(0.1, 2.0),
+        hf_prob=0.5,
+        rr_prob=1.0,
+        rr_degrees=10.0,
         normalize={"mean": [PIXEL_MEAN], "std": [PIXEL_STD]},
-    )  # fmt: skip
+    )
 
 
 def queue_size(images: int) -> int:
@@ -138,8 +148,14 @@ def lightly_step(method: str, images: int):
 def lightly_epoch(paths, method: str, image_size: int, batch_size: int, workers: int) -> tuple[float, float]:
     """(end-to-end images/s over one epoch, compute-only images/s)."""
     step = lightly_step(method, len(paths))
-    loader = torch.utils.data.DataLoader(FilmDataset(paths, lightly_transform(image_size)), batch_size=batch_size, shuffle=True,
-                                         drop_last=True, num_workers=workers, persistent_workers=workers > 0)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        FilmDataset(paths, lightly_transform(image_size)),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
     started, seen = time.perf_counter(), 0
     for view1, view2 in loader:
@@ -187,7 +203,9 @@ def main() -> None:
         raise SystemExit(f"{SHARED_POOL}: not found; this benchmark uses real films from ../shared/data/pool")
     manifest = read_manifest(SHARED_POOL).select(range(args.images))
     print(cpu_description())
-    print(f"torch {torch.__version__}; resnet18, {args.image_size} px, batch {args.batch_size}, {len(manifest)} real films, {args.rounds} alternating rounds")
+    print(
+        f"torch {torch.__version__}; resnet18, {args.image_size} px, batch {args.batch_size}, {len(manifest)} real films, {args.rounds} alternating rounds"
+    )
     methods = ("simclr", "moco", "byol") if args.method == "all" else (args.method,)
     bf16 = "bf16 autocast + channels_last" if native_bf16(torch.device("cpu")) else "channels_last (no native bf16 here)"
     with tempfile.TemporaryDirectory() as workdir:
@@ -200,11 +218,17 @@ def main() -> None:
                 results[names[0]].append(lightly_epoch([str(p) for p in manifest.files], method, args.image_size, args.batch_size, args.workers))
                 for name, amp in ((names[1], True), (names[2], False)):
                     results[name].append(cxrssl_epoch(workdir / "cache", workdir, method, run, args.image_size, args.batch_size, amp=amp))
-                print(f"  {method} round {run + 1}: " + ", ".join(f"{name} {values[-1][0]:.1f}" for name, values in results.items()) + " img/s end to end")
+                print(
+                    f"  {method} round {run + 1}: "
+                    + ", ".join(f"{name} {values[-1][0]:.1f}" for name, values in results.items())
+                    + " img/s end to end"
+                )
             summary = {name: [statistics.median(values) for values in zip(*runs)] for name, runs in results.items()}
             print(f"{method}:")
             for name, (end_to_end, compute) in summary.items():
-                print(f"  {name:55s} end to end {end_to_end:6.1f} img/s, compute-only step {compute:6.1f} img/s ({end_to_end / compute:.2f} of its step)")
+                print(
+                    f"  {name:55s} end to end {end_to_end:6.1f} img/s, compute-only step {compute:6.1f} img/s ({end_to_end / compute:.2f} of its step)"
+                )
             for name in names[1:]:
                 ratio_e2e, ratio_step = (summary[name][i] / summary[names[0]][i] for i in (0, 1))
                 print(f"  {name} / lightly: end to end {ratio_e2e:.2f}x, compute-only {ratio_step:.2f}x")

@@ -8,7 +8,10 @@ import numpy as np
 
 
 def write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 16, **attributes) -> Path:
-    """An uncompressed single-frame DX image; ``attributes`` are extra DICOM keywords."""
+    """An uncompressed DX image; ``attributes`` are extra DICOM keywords.
+
+    ``stored`` is (rows, columns), or (frames, rows, columns) for a multi-frame object.
+    """
     pydicom = __import__("pydicom")
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -21,7 +24,9 @@ def write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2"
     dataset.file_meta = meta
     dataset.SOPClassUID, dataset.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     dataset.PatientID, dataset.Modality = "P1", "DX"
-    dataset.Rows, dataset.Columns = stored.shape
+    if stored.ndim == 3:
+        dataset.NumberOfFrames = stored.shape[0]
+    dataset.Rows, dataset.Columns = stored.shape[-2:]
     dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, photometric
     dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = bits, bits, bits - 1
     dataset.PixelRepresentation = 0

@@ -41,8 +41,11 @@ def test_weights_named_outside_the_checkpoints_folder_are_refused(checkpoint, na
 def test_feature_identity_is_of_the_weights_actually_loaded(checkpoint, tmp_path):
     from cxrssl.eval.features import BackboneSpec
 
-    other = save_weights(checkpoint.parent / "epoch_0003.json", {f"backbone.{k}": torch.zeros_like(v) for k, v in load_backbone(checkpoint)[0].state_dict().items()},
-                         {"format": "cxrssl-checkpoint/1", "arch": "resnet18", "image_size": 32, "epoch": 2})  # fmt: skip
+    other = save_weights(
+        checkpoint.parent / "epoch_0003.json",
+        {f"backbone.{k}": torch.zeros_like(v) for k, v in load_backbone(checkpoint)[0].state_dict().items()},
+        {"format": "cxrssl-checkpoint/1", "arch": "resnet18", "image_size": 32, "epoch": 2},
+    )
     before = BackboneSpec.from_checkpoint(checkpoint).identity()
     _rewrite(checkpoint, weights=other.with_suffix(".safetensors").name)  # same folder: allowed, and then loaded
     after = BackboneSpec.from_checkpoint(checkpoint).identity()
@@ -88,3 +91,55 @@ def test_a_checkpoint_of_an_unknown_method_is_one_clear_line(checkpoint):
         load_backbone(checkpoint)
     _rewrite(checkpoint, method="byol")
     assert load_backbone(checkpoint)[1]["method"] == "byol"
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ({"image_size": 2049}, r"image_size 2049 is not a size in pixels \(1 to 2048\)"),
+        ({"image_size": 10**12}, "is not a size in pixels"),
+        ({"image_size": True}, "is not a size in pixels"),
+        ({"epoch": 10**18}, "epoch .* is not a count"),
+        ({"feature_dim": 2048}, "feature_dim 2048 does not fit a resnet18"),
+        ({"in_channels": 3}, "in_channels 3 does not fit a resnet18"),
+    ],
+)
+def test_values_that_size_allocations_are_bounded(checkpoint, damage, message):
+    _rewrite(checkpoint, **damage)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_backbone(checkpoint)
+    assert "\n" not in str(error.value) and str(checkpoint) in str(error.value)
+
+
+def nan_checkpoint(folder, value=float("nan")):
+    """A resnet18 checkpoint whose first convolution holds one NaN (or infinite) weight, as a diverged run would leave."""
+    from cxrssl.checkpoint import checkpoint_metadata
+
+    torch.manual_seed(0)
+    weights = {f"backbone.{k}": v.clone() for k, v in build_backbone("resnet18").state_dict().items()}
+    weights["backbone.conv1.weight"][0, 0, 0, 0] = value
+    return save_weights(folder / "epoch_0001.json", weights, checkpoint_metadata("resnet18", 32, 1, {}))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_weights_with_nan_or_inf_are_refused_with_one_line(tmp_path, value):
+    path = nan_checkpoint(tmp_path, value)
+    with pytest.raises(CheckpointError, match=r"its weights hold NaN or infinite values \(conv1.weight\)") as error:
+        load_backbone(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("verb", ["probe", "finetune", "compare"])
+def test_probe_finetune_and_compare_name_a_nan_checkpoint_in_one_line(tmp_path, phantom_manifest, capsys, verb):
+    from cxrssl.cli import main
+
+    path = nan_checkpoint(tmp_path)
+    args = [verb, "--checkpoint", str(path), "--task", str(phantom_manifest), "-o", str(tmp_path / "out")]
+    args += {
+        "probe": ["--quiet"],
+        "finetune": ["--quiet", "--epochs", "1"],
+        "compare": ["--init", "random", "--quiet", "--labels", "all", "--folds", "2", "--repeats", "1", "--jobs", "1"],
+    }[verb]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(path) in err and "NaN or infinite" in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -13,14 +13,40 @@ def test_phantom_split_pretrain_probe_through_the_cli(tmp_path, capsys):
     assert main(["split", str(data / "labels.csv"), "-o", str(data / "split.csv"), "--seed", "1"]) == 0
     assert "train" in capsys.readouterr().out
     run = tmp_path / "run"
-    args = ["pretrain", "--data", str(data / "labels.csv"), "--out", str(run), "--config", "demo", "--image-size", "32",
-            "--batch-size", "16", "--epochs", "1", "--quiet"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--data",
+        str(data / "labels.csv"),
+        "--out",
+        str(run),
+        "--config",
+        "demo",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "1",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert main([*args[:-2], "2", "--quiet", "--resume"]) == 0  # extend the run by one epoch
     assert [p.name for p in sorted((run / "checkpoints").glob("*.json"))] == ["epoch_0001.json", "epoch_0002.json"]
     out = tmp_path / "probe.json"
-    code = main(["probe", "--checkpoint", str(run / "checkpoints" / "epoch_0002.json"), "--task", str(data / "split.csv"),
-                 "-o", str(out), "--bootstrap", "20", "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "probe",
+            "--checkpoint",
+            str(run / "checkpoints" / "epoch_0002.json"),
+            "--task",
+            str(data / "split.csv"),
+            "-o",
+            str(out),
+            "--bootstrap",
+            "20",
+            "--quiet",
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["split_source"] == "manifest" and result["positive"] == "PNEUMONIA"
@@ -47,8 +73,7 @@ def test_index_writes_a_manifest_and_lists_what_it_skipped(tmp_path, capsys):
     (root / "images").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "images" / "a.jpg")
     (root / "metadata.csv").write_text(
-        "patientid,offset,finding,view,modality,folder,filename\n"
-        "1,0,COVID-19,PA,X-ray,images,a.jpg\n2,,SARS,AP,X-ray,images,gone.jpg\n"
+        "patientid,offset,finding,view,modality,folder,filename\n1,0,COVID-19,PA,X-ray,images,a.jpg\n2,,SARS,AP,X-ray,images,gone.jpg\n"
     )
     out = tmp_path / "manifests" / "cohen.csv"
     assert main(["index", "cohen", str(root), "-o", str(out)]) == 0
@@ -71,8 +96,25 @@ def test_extract_probe_table_through_the_cli(tmp_path, phantom_manifest, capsys)
     results = []
     for seed in ("0", "1"):
         results.append(tmp_path / f"r{seed}.json")
-        assert main(["probe", *base, "--seed", seed, "--task", str(phantom_manifest), "-o", str(results[-1]), "--bootstrap", "20",
-                     "--label", f"random seed {seed}"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "probe",
+                    *base,
+                    "--seed",
+                    seed,
+                    "--task",
+                    str(phantom_manifest),
+                    "-o",
+                    str(results[-1]),
+                    "--bootstrap",
+                    "20",
+                    "--label",
+                    f"random seed {seed}",
+                ]
+            )
+            == 0
+        )
     capsys.readouterr()
     assert main(["table", *map(str, results), "-o", str(tmp_path / "t.md")]) == 0
     table = (tmp_path / "t.md").read_text()
@@ -85,8 +127,24 @@ def test_extract_probe_table_through_the_cli(tmp_path, phantom_manifest, capsys)
 @pytest.mark.slow
 def test_sweep_and_report_through_the_cli(tmp_path, phantom_manifest, capsys):
     run = tmp_path / "run"
-    args = ["pretrain", "--data", str(phantom_manifest), "--out", str(run), "--config", "demo", "--image-size", "32",
-            "--batch-size", "16", "--epochs", "2", "--keep", "1,2", "--quiet"]  # fmt: skip
+    args = [
+        "pretrain",
+        "--data",
+        str(phantom_manifest),
+        "--out",
+        str(run),
+        "--config",
+        "demo",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--keep",
+        "1,2",
+        "--quiet",
+    ]
     assert main(args) == 0
     assert main(["sweep", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "sweep"), "--bootstrap", "20", "--quiet"]) == 0
     assert "best AUC" in capsys.readouterr().out and (tmp_path / "sweep" / "sweep.png").is_file()
@@ -97,44 +155,112 @@ def test_sweep_and_report_through_the_cli(tmp_path, phantom_manifest, capsys):
 @pytest.mark.slow
 def test_compare_through_the_cli_then_table_and_report(tmp_path, phantom_manifest, capsys):
     run = tmp_path / "run"
-    assert main(["pretrain", "--data", str(phantom_manifest), "--out", str(run), "--config", "demo", "--image-size", "32",
-                 "--batch-size", "16", "--epochs", "1", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(phantom_manifest),
+                "--out",
+                str(run),
+                "--config",
+                "demo",
+                "--image-size",
+                "32",
+                "--batch-size",
+                "16",
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     checkpoint = run / "checkpoints" / "epoch_0001.json"
     out = tmp_path / "cmp"
-    args = ["compare", "--checkpoint", f"simclr={checkpoint}", "--init", "random", "--task", str(phantom_manifest),
-            "--labels", "all,3", "--folds", "3", "--repeats", "1", "--inner-folds", "2", "--jobs", "1", "-o", str(out), "--quiet",
-            "--finetune", "--finetune-labels", "all", "--epochs", "1", "--batch-size", "8"]  # fmt: skip
+    args = [
+        "compare",
+        "--checkpoint",
+        f"simclr={checkpoint}",
+        "--init",
+        "random",
+        "--task",
+        str(phantom_manifest),
+        "--labels",
+        "all,3",
+        "--folds",
+        "3",
+        "--repeats",
+        "1",
+        "--inner-folds",
+        "2",
+        "--jobs",
+        "1",
+        "-o",
+        str(out),
+        "--quiet",
+        "--finetune",
+        "--finetune-labels",
+        "all",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| 3 | simclr |" in printed and "| all | random init |" in printed and "Δ AUC vs random init" in printed
     assert "| all | simclr (fine-tuned) |" in printed and "| all | random init (fine-tuned) | " in printed
     payload = json.loads((out / "compare.json").read_text())
     finetuned = [row for row in payload["tasks"][0]["rows"] if row["mode"] == "finetune"]
-    assert [(row["backbone"], row["budget"], row["n_folds"]) for row in finetuned] == [("simclr (fine-tuned)", "all", 3), ("random init (fine-tuned)", "all", 3)]
+    assert [(row["backbone"], row["budget"], row["n_folds"]) for row in finetuned] == [
+        ("simclr (fine-tuned)", "all", 3),
+        ("random init (fine-tuned)", "all", 3),
+    ]
     assert finetuned[0]["reference"] == "random init (fine-tuned)" and finetuned[0]["difference"]["auc"]["p_value"] <= 1
     assert not (out / ".finetune_state").exists() and not (out / ".compare.partial.jsonl").exists()
     assert [b["name"] for b in payload["backbones"]] == ["simclr", "random init"]
     assert payload["backbones"][1]["image_size"] == 32  # --init random follows the checkpoint's size
     # --image-size probes every backbone, the checkpoint too, at another size; --readout reads them all alike
-    from types import SimpleNamespace
+    from cxrssl.eval.backbones import named_backbones
 
-    from cxrssl.cli import _named_backbones
-
-    flags = SimpleNamespace(checkpoint=[f"simclr={checkpoint}"], init=["random"], arch=None, image_size=48, seed=0, readout="blocks")
-    assert [(b.name, b.spec.image_size, b.spec.readout, b.spec.checkpoint) for b in _named_backbones(flags)] == [
-        ("simclr", 48, "blocks", checkpoint), ("random init", 48, "blocks", None)]  # fmt: skip
+    found = named_backbones([f"simclr={checkpoint}"], ["random"], arch=None, image_size=48, seed=0, readout="blocks")
+    assert [(b.name, b.spec.image_size, b.spec.readout, b.spec.checkpoint) for b in found] == [
+        ("simclr", 48, "blocks", checkpoint),
+        ("random init", 48, "blocks", None),
+    ]
     assert main(args) == 2 and "already holds compare.json" in capsys.readouterr().err
     assert main(["table", str(out / "compare.json"), "-o", str(tmp_path / "t.md")]) == 0
     assert "| all | simclr |" in (tmp_path / "t.md").read_text()
     assert (tmp_path / "t.csv").read_text().startswith("task,design,budget,backbone")
-    assert main(["report", "--run", str(run), "--task", str(phantom_manifest), "--compare", str(out / "compare.json"),
-                 "--bootstrap", "20", "-o", str(tmp_path / "r.html"), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                "--run",
+                str(run),
+                "--task",
+                str(phantom_manifest),
+                "--compare",
+                str(out / "compare.json"),
+                "--bootstrap",
+                "20",
+                "-o",
+                str(tmp_path / "r.html"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "Does pretraining pay?" in (tmp_path / "r.html").read_text()
 
 
 def test_extract_reads_every_stage_with_the_blocks_readout(tmp_path, phantom_manifest, capsys):
     out = tmp_path / "blocks.npz"
-    assert main(["extract", "--init", "random", "--image-size", "32", "--data", str(phantom_manifest), "--readout", "blocks", "-o", str(out), "--quiet"]) == 0
+    assert (
+        main(["extract", "--init", "random", "--image-size", "32", "--data", str(phantom_manifest), "--readout", "blocks", "-o", str(out), "--quiet"])
+        == 0
+    )
     assert "blocks readout" in capsys.readouterr().out
     with np.load(out) as saved:
         assert saved["features"].shape == (48, 64 + 128 + 256 + 512)
@@ -160,7 +286,6 @@ def test_operating_system_errors_are_one_line_with_a_fix_and_debug_shows_the_tra
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out.json"))
 
     parser = cli.build_parser
-    monkeypatch.setattr(cli, "cmd_phantom", full_disk)
     monkeypatch.setattr(cli, "build_parser", lambda: _with_handler(parser(), "phantom", full_disk))
     assert cli.main(["phantom", str(tmp_path / "p")]) == 2
     message = capsys.readouterr().err.strip()
@@ -192,7 +317,9 @@ def test_a_read_only_output_location_is_refused_before_any_work(tmp_path, phanto
     monkeypatch.setattr(evaluate, "evaluate_backbone", lambda *a, **k: pytest.fail("the work started before the output was checked"))
     code = main(["probe", "--init", "random", "--image-size", "32", "--task", str(phantom_manifest), "-o", str(locked / "r.json")])
     err = capsys.readouterr().err
-    assert code == 2 and err == f"cxrssl probe: error: Read-only file system ({locked}): the file system is read-only; choose another output location\n"
+    assert (
+        code == 2 and err == f"cxrssl probe: error: Read-only file system ({locked}): the file system is read-only; choose another output location\n"
+    )
 
 
 def test_a_manifest_that_is_not_utf8_is_one_line(tmp_path, capsys):
@@ -224,16 +351,54 @@ def findings_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("findings")
     assert main(["phantom", str(folder / "data"), "--findings", "--n", "160", "--size", "64", "--seed", "4"]) == 0
     run = folder / "run"
-    assert main(["pretrain", "--data", str(folder / "data" / "labels.csv"), "--out", str(run), "--config", "demo", "--image-size", "32",
-                 "--batch-size", "16", "--epochs", "1", "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "pretrain",
+                "--data",
+                str(folder / "data" / "labels.csv"),
+                "--out",
+                str(run),
+                "--config",
+                "demo",
+                "--image-size",
+                "32",
+                "--batch-size",
+                "16",
+                "--epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     return folder / "data" / "labels.csv", run / "checkpoints" / "epoch_0001.json"
 
 
 def test_probe_predict_table_and_report_per_finding_through_the_cli(tmp_path, findings_run, capsys):
     task, checkpoint = findings_run
     out, model = tmp_path / "probe.json", tmp_path / "model"
-    assert main(["probe", "--checkpoint", str(checkpoint), "--task", str(task), "-o", str(out), "--bootstrap", "50",
-                 "--min-patients", "3", "--save-model", str(model), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "probe",
+                "--checkpoint",
+                str(checkpoint),
+                "--task",
+                str(task),
+                "-o",
+                str(out),
+                "--bootstrap",
+                "50",
+                "--min-patients",
+                "3",
+                "--save-model",
+                str(model),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "| Cardiomegaly | Consolidation | Edema | Effusion | mean AUC |" in printed
     result = json.loads(out.read_text())
@@ -253,14 +418,54 @@ def test_probe_predict_table_and_report_per_finding_through_the_cli(tmp_path, fi
     assert len(list((tmp_path / "maps").glob("*_Cardiomegaly_gradcam.png"))) == 6
     assert main(["table", str(out), "-o", str(tmp_path / "t.md")]) == 0
     assert "mean AUC" in (tmp_path / "t.md").read_text() and (tmp_path / "t.csv").read_text().startswith("dataset,pretext,finding")
-    assert main(["gradcam", "--checkpoint", str(checkpoint), "--task", str(task), "--finding", "Effusion", "--min-patients", "3",
-                 "--bootstrap", "10", "-n", "4", "-o", str(tmp_path / "g.png"), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "gradcam",
+                "--checkpoint",
+                str(checkpoint),
+                "--task",
+                str(task),
+                "--finding",
+                "Effusion",
+                "--min-patients",
+                "3",
+                "--bootstrap",
+                "10",
+                "-n",
+                "4",
+                "-o",
+                str(tmp_path / "g.png"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "correctly classified Effusion" in capsys.readouterr().out and (tmp_path / "g_errors.png").is_file()
     assert main(["tsne", "--checkpoints", str(checkpoint), "--task", str(task), "--finding", "Edema", "-o", str(tmp_path / "ts.png"), "--quiet"]) == 0
     assert {"Edema", "no Edema"} >= {line.split(",")[3] for line in (tmp_path / "ts.csv").read_text().splitlines()[1:]}
     report = tmp_path / "r.html"
-    assert main(["report", "--run", str(checkpoint.parent.parent), "--task", str(task), "--bootstrap", "20", "--min-patients", "3",
-                 "--finding", "Cardiomegaly", "-o", str(report), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                "--run",
+                str(checkpoint.parent.parent),
+                "--task",
+                str(task),
+                "--bootstrap",
+                "20",
+                "--min-patients",
+                "3",
+                "--finding",
+                "Cardiomegaly",
+                "-o",
+                str(report),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     page = report.read_text()
     assert "Per finding: final checkpoint against its random initialisation" in page and "Correctly classified Cardiomegaly" in page
 
@@ -289,9 +494,38 @@ def test_compare_and_finetune_per_finding_on_a_chexpert_tree_under_each_uncertai
         counted[policy] = (sum(row["finding:Edema"] == "1" for row in rows), sum(row["finding:Edema"] == "" for row in rows))
         out = tmp_path / f"cmp_{policy}"
         finetune = ["--finetune", "--finetune-labels", "all", "--epochs", "1", "--batch-size", "16"] if policy == "ignore" else []
-        assert main(["compare", "--init", "random", "--init", str(other), "--task", str(manifest), "--image-size", "32",
-                     "--labels", "40,all", "--repeats", "2", "--inner-folds", "3", "--min-patients", "3", "--bootstrap", "200",
-                     "--jobs", "1", "-o", str(out), "--quiet", *finetune]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "compare",
+                    "--init",
+                    "random",
+                    "--init",
+                    str(other),
+                    "--task",
+                    str(manifest),
+                    "--image-size",
+                    "32",
+                    "--labels",
+                    "40,all",
+                    "--repeats",
+                    "2",
+                    "--inner-folds",
+                    "3",
+                    "--min-patients",
+                    "3",
+                    "--bootstrap",
+                    "200",
+                    "--jobs",
+                    "1",
+                    "-o",
+                    str(out),
+                    "--quiet",
+                    *finetune,
+                ]
+            )
+            == 0
+        )
         summary = json.loads((out / "compare.json").read_text())["tasks"][0]
         assert summary["design"] == "fixed_test" and summary["budget_unit"] == "patients"
         assert "Atelectasis" in summary["excluded"]["probe|all"]  # never drawn on the phantoms: one class only, named
@@ -305,8 +539,33 @@ def test_compare_and_finetune_per_finding_on_a_chexpert_tree_under_each_uncertai
     assert counted["ones"] == (positive + uncertain, 0)
     assert counted["zeros"] == (positive, 0)
     out = tmp_path / "ft.json"
-    assert main(["finetune", "--init", "random", "--image-size", "32", "--task", str(tmp_path / "ignore.csv"), "--min-patients", "3",
-                 "--epochs", "1", "--batch-size", "16", "--bootstrap", "20", "-o", str(out), "--save-model", str(tmp_path / "ftm"), "--quiet"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "finetune",
+                "--init",
+                "random",
+                "--image-size",
+                "32",
+                "--task",
+                str(tmp_path / "ignore.csv"),
+                "--min-patients",
+                "3",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--bootstrap",
+                "20",
+                "-o",
+                str(out),
+                "--save-model",
+                str(tmp_path / "ftm"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["method"] == "finetune" and result["split_source"] == "manifest" and result["macro_over"]
     assert json.loads((tmp_path / "ftm" / "model.json").read_text())["probe"]["findings"]
@@ -318,13 +577,48 @@ def test_finding_flags_are_checked_before_any_work(tmp_path, findings_run, phant
     with pytest.raises(SystemExit):  # argparse: exit 2 with its one line
         main(["probe", *common, "--task", str(task), "--findings", "Edema,Edema", "-o", str(tmp_path / "p.json")])
     assert "names a finding twice" in capsys.readouterr().err
-    assert main(["finetune", *common, "--task", str(phantom_manifest), "--gradcam", str(tmp_path / "g.png"), "--finding", "Edema",
-                 "-o", str(tmp_path / "f.json")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "finetune",
+                *common,
+                "--task",
+                str(phantom_manifest),
+                "--gradcam",
+                str(tmp_path / "g.png"),
+                "--finding",
+                "Edema",
+                "-o",
+                str(tmp_path / "f.json"),
+            ]
+        )
+        == 2
+    )
     assert "needs a task evaluated per finding" in capsys.readouterr().err and not (tmp_path / "f.json").exists()
-    assert main(["finetune", *common, "--task", str(task), "--gradcam", str(tmp_path / "g.png"), "--finding", "Nope", "-o", str(tmp_path / "f.json")]) == 2
+    assert (
+        main(["finetune", *common, "--task", str(task), "--gradcam", str(tmp_path / "g.png"), "--finding", "Nope", "-o", str(tmp_path / "f.json")])
+        == 2
+    )
     assert "is not one of its findings" in capsys.readouterr().err and not (tmp_path / "f.json").exists()
-    assert main(["report", "--run", str(checkpoint.parent.parent), "--task", str(task), "--task", str(phantom_manifest), "--finding", "Edema",
-                 "-o", str(tmp_path / "r.html"), "--quiet"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                "--run",
+                str(checkpoint.parent.parent),
+                "--task",
+                str(task),
+                "--task",
+                str(phantom_manifest),
+                "--finding",
+                "Edema",
+                "-o",
+                str(tmp_path / "r.html"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert str(phantom_manifest) in capsys.readouterr().err
 
 

@@ -87,10 +87,29 @@ def test_gloo_sync_batchnorm_keeps_state_dict_names_and_eval_behaviour():
 def test_torchrun_pretrain_end_to_end(tmp_path, phantom_manifest):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "cxrssl", "pretrain", "--data", str(phantom_manifest), "--out", str(tmp_path / "run"),
-        "--config", "demo", "--image-size", "32", "--batch-size", "16", "--epochs", "2", "--quiet",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "cxrssl",
+        "pretrain",
+        "--data",
+        str(phantom_manifest),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        "demo",
+        "--image-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "2",
+        "--quiet",
+    ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     import json
@@ -106,3 +125,96 @@ def test_torchrun_pretrain_end_to_end(tmp_path, phantom_manifest):
     for name in ("backbone.bn1.weight", "backbone.layer4.1.bn2.bias", "head.1.weight"):
         initial = torch.zeros_like(tensors[name]) if name.endswith("bias") else torch.ones_like(tensors[name])
         assert not torch.equal(tensors[name], initial), name
+
+
+# --- two nodes: two torchrun launchers meeting at a c10d rendezvous on 127.0.0.1 ----------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _two_launchers(arguments: list[str], port: int, rdzv_id: str) -> list[subprocess.Popen]:
+    """One launcher per "node" (both on this machine), one process each: what a SLURM job with two nodes runs."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH", "")]),
+    }
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+              "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", rdzv_id, "--max_restarts", "0"]  # fmt: skip
+    return [subprocess.Popen([*launch, *arguments], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+
+
+def _wait(launchers: list[subprocess.Popen], timeout: float = 300) -> None:
+    for launcher in launchers:
+        _, err = launcher.communicate(timeout=timeout)
+        assert launcher.returncode == 0, err[-3000:]
+
+
+def node_worker(out_dir: str) -> None:
+    """Run under torchrun: one step of SimCLR on this process's share of the batch; rank 0 saves the gradients."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = sync_batchnorm(_model(gather=True), "cpu")
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    view1, view2 = _views()
+    share = BATCH // world
+    mine = slice(rank * share, (rank + 1) * share)
+    loss = ddp(view1[mine], view2[mine])
+    loss.backward()
+    if rank == 0:
+        np.savez(os.path.join(out_dir, "nodes.npz"), **{name: p.grad.numpy() for name, p in model.named_parameters() if p.requires_grad})
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_nodes_train_as_one_process_with_the_whole_batch(tmp_path):
+    script = tmp_path / "node.py"
+    script.write_text(f"from tests.test_distributed import node_worker\nnode_worker({str(tmp_path)!r})\n")
+    _wait(_two_launchers([str(script)], _free_port(), "grads"))
+    result = np.load(tmp_path / "nodes.npz")
+    single = _model(gather=False)
+    single(*_views()).backward()
+    for name, parameter in single.named_parameters():
+        np.testing.assert_allclose(result[name], parameter.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.slow
+def test_two_nodes_killed_and_requeued_with_the_same_command_finish_as_an_uninterrupted_run(tmp_path, phantom_manifest):
+    import json
+    import signal
+    import time
+
+    from cxrssl.checkpoint import load_tensors
+
+    def pretrain(run):
+        return ["-m", "cxrssl", "pretrain", "--data", str(phantom_manifest), "--out", str(run), "--config", "demo", "--image-size", "32",
+                "--batch-size", "16", "--epochs", "6", "--quiet", "--resume"]  # fmt: skip
+
+    whole = tmp_path / "whole"
+    _wait(_two_launchers(pretrain(whole), _free_port(), "whole"))
+    run = tmp_path / "requeued"
+    launchers = _two_launchers(pretrain(run), _free_port(), "first")
+    deadline = time.monotonic() + 300
+    log = run / "log.csv"
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 2):  # stopped after its first epoch, like a job at its time limit
+        assert time.monotonic() < deadline and all(launcher.poll() is None for launcher in launchers), "no epoch finished"
+        time.sleep(0.2)
+    for launcher in launchers:
+        launcher.send_signal(signal.SIGTERM)  # what SLURM sends before the time limit
+    for launcher in launchers:
+        launcher.communicate(timeout=120)
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] in ("interrupted", "complete") and not (run / ".lock").exists()  # complete only if it raced to the end
+    _wait(_two_launchers(pretrain(run), _free_port(), "second"))  # the requeued job: the same command
+    assert json.loads((run / "status.json").read_text())["state"] == "complete"
+    ours, _ = load_tensors(run / "checkpoints" / "epoch_0006.json")
+    reference, _ = load_tensors(whole / "checkpoints" / "epoch_0006.json")
+    for name, tensor in reference.items():
+        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=0, msg=name)

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cxrssl.checkpoint import CheckpointError, load_backbone
-from cxrssl.data.io import UnreadableImage, load_grayscale
 from cxrssl.data.findings import finding_labels
+from cxrssl.data.io import UnreadableImage, load_grayscale
 from cxrssl.data.manifest import read_manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.weights import WeightsError, read_state_dict
@@ -53,7 +53,9 @@ def _dicom(tmp: Path) -> bytes:
     pytest.importorskip("pydicom")
     from tests.dicom import write_dicom
 
-    return write_dicom(tmp / "seed.dcm", (np.arange(32 * 24).reshape(24, 32) * 7).astype(np.uint16), WindowCenter="800", WindowWidth="1600").read_bytes()
+    return write_dicom(
+        tmp / "seed.dcm", (np.arange(32 * 24).reshape(24, 32) * 7).astype(np.uint16), WindowCenter="800", WindowWidth="1600"
+    ).read_bytes()
 
 
 SEEDS = {"png8": lambda tmp: _png(8), "png16": lambda tmp: _png(16), "jpeg": lambda tmp: _jpeg(), "dcm": _dicom}
@@ -82,8 +84,18 @@ def test_mutated_images_decode_or_are_listed_with_a_reason(tmp_path, kind):
 
 @FUZZ
 @given(
-    header=st.sampled_from(["path,patient_id,label", "path,patient_id,label,split", "patient_id,label", "", "path;patient_id;label",
-                            "path,patient_id,findings", "path,patient_id,label,finding:Edema,finding:Pleural Effusion", "path,patient_id,finding:,findings"]),  # fmt: skip
+    header=st.sampled_from(
+        [
+            "path,patient_id,label",
+            "path,patient_id,label,split",
+            "patient_id,label",
+            "",
+            "path;patient_id;label",
+            "path,patient_id,findings",
+            "path,patient_id,label,finding:Edema,finding:Pleural Effusion",
+            "path,patient_id,finding:,findings",
+        ]
+    ),
     cells=st.lists(st.lists(st.text(max_size=40), min_size=0, max_size=5), max_size=6),
     encoding=st.sampled_from(["utf-8", "latin-1", "utf-16", "utf-8-sig"]),
     noise=st.binary(max_size=30),
@@ -127,7 +139,12 @@ def real_checkpoint(tmp_path_factory):
 
 
 @FUZZ
-@given(json_flips=mutations, json_cut=st.one_of(st.none(), st.integers(0, 400)), weight_flips=mutations, weight_cut=st.one_of(st.none(), st.integers(0, 20000)))
+@given(
+    json_flips=mutations,
+    json_cut=st.one_of(st.none(), st.integers(0, 400)),
+    weight_flips=mutations,
+    weight_cut=st.one_of(st.none(), st.integers(0, 20000)),
+)
 def test_mutated_checkpoints_load_or_are_refused_with_one_line(tmp_path_factory, real_checkpoint, json_flips, json_cut, weight_flips, weight_cut):
     folder = tmp_path_factory.mktemp("fuzzed")
     metadata, weights = real_checkpoint

@@ -8,11 +8,11 @@ import torch
 from cxrssl import __version__
 from cxrssl.checkpoint import load_backbone, load_tensors
 from cxrssl.config import load_pretrain_config
+from cxrssl.data.manifest import read_manifest
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.run import RunFolder
 from cxrssl.ssl.methods import METHODS
 from cxrssl.train import pretrain
-from cxrssl.data.manifest import read_manifest
 
 
 def tiny_config(**changes):
@@ -211,12 +211,16 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_result(tmp_path,
     for number, point in enumerate(points):
         when = "before" if number % 2 else "after"
         folder = tmp_path / f"killed_{point}_{when}"
-        killed = subprocess.run([sys.executable, str(script), str(phantom_manifest), str(folder), str(point), when], capture_output=True, text=True, timeout=300)
+        killed = subprocess.run(
+            [sys.executable, str(script), str(phantom_manifest), str(folder), str(point), when], capture_output=True, text=True, timeout=300
+        )
         assert killed.returncode in (9, 0), killed.stderr[-2000:]
         resumed = pretrain(phantom_manifest, folder, config, resume=True, progress=False)
         assert resumed.losses == whole.losses, (point, when)
         run = RunFolder(folder)
-        assert run.read_log() == [{**row, "images_per_s": got["images_per_s"], "wall_s": got["wall_s"]} for row, got in zip(expected_log, run.read_log())]
+        assert run.read_log() == [
+            {**row, "images_per_s": got["images_per_s"], "wall_s": got["wall_s"]} for row, got in zip(expected_log, run.read_log())
+        ]
         assert json.loads(run.status.read_text())["state"] == "complete"
         final, _ = load_tensors(run.checkpoint(3))
         reference, _ = load_tensors(tmp_path / "whole" / "checkpoints" / "epoch_0003.json")

@@ -81,8 +81,9 @@ def test_a_cxrssl_checkpoint_and_a_prefixed_state_dict_continue_pretraining(tmp_
     with pytest.raises(WeightsError, match="is a resnet18 checkpoint, not resnet34"):
         initial_backbone("resnet34", str(checkpoint))
     # Continued pretraining starts from those weights (a second run, --init CHECKPOINT).
-    second = load_pretrain_config("demo", {"image_size": 32, "batch_size": 16, "epochs": 1, "hidden_features": 16, "out_features": 8,
-                                           "init": str(checkpoint), "method": "byol"})  # fmt: skip
+    second = load_pretrain_config(
+        "demo", {"image_size": 32, "batch_size": 16, "epochs": 1, "hidden_features": 16, "out_features": 8, "init": str(checkpoint), "method": "byol"}
+    )
     import cxrssl.train as train
 
     loaded = []

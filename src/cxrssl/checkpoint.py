@@ -11,6 +11,11 @@ Loading a checkpoint never unpickles code. Two kinds of files live in a run fold
 Each pair is written weights first, JSON second, each atomically; the epoch is also
 stored inside the safetensors header, so a crash between the two writes is detected
 instead of silently pairing new weights with old metadata.
+
+Every value read back that sizes an allocation or drives a computation is checked on
+load (``read_metadata``, ``require_finite``): the image size is a whole number of pixels
+no larger than ``MAX_IMAGE_SIZE``, recorded widths fit the architecture, and weights
+holding NaN or infinite values are refused with one line instead of giving NaN features.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from cxrssl import __version__
 from cxrssl.errors import CxrsslError
 from cxrssl.fileio import atomic_write, atomic_write_json
 from cxrssl.models import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD, build_backbone, feature_dim
+from cxrssl.ssl.methods import METHODS
 
 FORMAT = "cxrssl-checkpoint/1"
+MAX_IMAGE_SIZE = 2048  # pixels per side: beyond this a saved size is damage, not a setting
+MAX_EPOCH = 1_000_000
 
 
 class CheckpointError(CxrsslError):
@@ -84,18 +92,24 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
     if missing:
         raise CheckpointError(f"{json_path}: checkpoint metadata lacks {', '.join(missing)}; the file is damaged, use another checkpoint")
     if not isinstance(metadata["arch"], str) or metadata["arch"] not in ARCHITECTURES:
-        raise CheckpointError(f"{json_path}: names architecture {metadata['arch']!r}, not one of {', '.join(ARCHITECTURES)}; the file is damaged or from a newer cxrssl")
-    for key in ("epoch", "image_size"):
-        if type(metadata[key]) is not int or metadata[key] < (0 if key == "epoch" else 1):
-            raise CheckpointError(f"{json_path}: {key} {metadata[key]!r} is not a {'count' if key == 'epoch' else 'size in pixels'}; the file is damaged, use another checkpoint")
+        raise CheckpointError(
+            f"{json_path}: names architecture {metadata['arch']!r}, not one of {', '.join(ARCHITECTURES)}; the file is damaged or from a newer cxrssl"
+        )
+    for key, low, high in (("epoch", 0, MAX_EPOCH), ("image_size", 1, MAX_IMAGE_SIZE)):
+        if type(metadata[key]) is not int or not low <= metadata[key] <= high:
+            what = "count" if key == "epoch" else f"size in pixels (1 to {MAX_IMAGE_SIZE})"
+            raise CheckpointError(f"{json_path}: {key} {metadata[key]!r} is not a {what}; the file is damaged, use another checkpoint")
+    for key, expected in (("in_channels", 1), ("feature_dim", feature_dim(metadata["arch"]))):
+        if key in metadata and (type(metadata[key]) is not int or metadata[key] != expected):
+            raise CheckpointError(
+                f"{json_path}: {key} {metadata[key]!r} does not fit a {metadata['arch']} (expected {expected}); the file is damaged, use another checkpoint"
+            )
     config = metadata.get("config", {})
     if not isinstance(config, dict) or not isinstance(config.get("fraction"), (int, float, type(None))):
         raise CheckpointError(f"{json_path}: its recorded config is damaged; use another checkpoint")
     name = metadata["weights"]
     if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors") or name.startswith("."):
         raise CheckpointError(f"{json_path}: names weights {name!r} outside its own folder; a checkpoint's weights must sit beside its .json")
-    from cxrssl.ssl.methods import METHODS
-
     method = metadata.get("method", "simclr")  # checkpoints before methods were plug-ins are SimCLR's
     if not isinstance(method, str) or method not in METHODS:
         raise CheckpointError(f"{json_path}: made by method {method!r}, which this cxrssl does not know ({', '.join(METHODS)}); upgrade cxrssl")
@@ -106,7 +120,9 @@ def read_metadata(path: str | Path) -> tuple[dict, Path]:
         with safe_open(str(weights_path), framework="pt") as handle:
             stored_epoch = (handle.metadata() or {}).get("epoch")
     except Exception as error:  # truncated or foreign bytes
-        raise CheckpointError(f"{weights_path}: not readable safetensors ({type(error).__name__}: {error}); the file is damaged, use another checkpoint") from None
+        raise CheckpointError(
+            f"{weights_path}: not readable safetensors ({type(error).__name__}: {error}); the file is damaged, use another checkpoint"
+        ) from None
     if stored_epoch != str(metadata["epoch"]):
         raise CheckpointError(
             f"{json_path}: weights are from epoch {stored_epoch} but metadata says {metadata['epoch']}; "
@@ -120,7 +136,9 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         return load_file(str(weights_path)), metadata
     except Exception as error:
-        raise CheckpointError(f"{weights_path}: cannot be read ({type(error).__name__}: {error}); the file is damaged, use another checkpoint") from None
+        raise CheckpointError(
+            f"{weights_path}: cannot be read ({type(error).__name__}: {error}); the file is damaged, use another checkpoint"
+        ) from None
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -133,15 +151,27 @@ def load_backbone(path: str | Path) -> tuple[nn.Module, dict]:
     return backbone_from_tensors(tensors, metadata["arch"], path), metadata
 
 
-def backbone_from_tensors(tensors: dict[str, torch.Tensor], arch: str, source: str | Path = "checkpoint") -> nn.Module:
-    """The ``backbone.*`` tensors of a checkpoint or saved model as a network, in eval mode."""
+def backbone_from_tensors(tensors: dict[str, torch.Tensor], arch: str, where: str | Path = "checkpoint") -> nn.Module:
+    """The ``backbone.*`` tensors of a checkpoint or saved model (the file ``where``, named in errors) as a network, in eval mode."""
     backbone = build_backbone(arch)
     try:
         backbone.load_state_dict(_with_prefix(tensors, "backbone."))
     except RuntimeError as error:  # foreign or mismatched tensors
         first = str(error).strip().splitlines()
-        raise CheckpointError(f"{source}: its backbone tensors do not fit a {arch} ({first[1].strip() if len(first) > 1 else first[0]}); the file is damaged or of another network") from None
+        raise CheckpointError(
+            f"{where}: its backbone tensors do not fit a {arch} ({first[1].strip() if len(first) > 1 else first[0]}); the file is damaged or of another network"
+        ) from None
+    require_finite(backbone.state_dict(), where)
     return backbone.eval()
+
+
+def require_finite(tensors: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Refuse weights holding NaN or infinite values (a diverged or damaged file), naming ``where`` and the first such tensor."""
+    for name, value in tensors.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"{where}: its weights hold NaN or infinite values ({name}); the file is damaged or its training diverged, use another checkpoint"
+            )
 
 
 # --- the training state, for --resume ----------------------------------------------

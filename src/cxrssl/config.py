@@ -15,23 +15,18 @@ from pathlib import Path
 import yaml
 
 from cxrssl.errors import ConfigError
-from cxrssl.models import ARCHITECTURES
+from cxrssl.models import ARCHITECTURES, DEFAULT_ARCH
 from cxrssl.ssl.augment import AugmentConfig
 
 PRESETS = ("paper", "cpu", "demo")
 LR_SCHEDULES = ("constant", "cosine")
 
 
-# Settings that belong to a method; each method takes some of them (METHODS[...].settings)
-# and a config leaves them None to take the method's default.
-METHOD_SETTINGS = ("temperature", "momentum", "queue_size")
-
-
 @dataclass(frozen=True)
 class PretrainConfig:
     method: str = "simclr"  # simclr, moco or byol (cxrssl.ssl.methods.METHODS)
     init: str = "random"  # random, imagenet, or a weights file to continue from (cxrssl.weights)
-    arch: str = "wide_resnet50_2"
+    arch: str = DEFAULT_ARCH
     image_size: int = 224
     batch_size: int = 128  # effective batch, over all processes
     epochs: int = 100
@@ -39,9 +34,9 @@ class PretrainConfig:
     lr_schedule: str = "constant"  # constant (the paper's) or cosine (decay to 0 over the run)
     warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs (either schedule)
     weight_decay: float = 0.0
-    temperature: float | None = None  # simclr 0.5 (the paper's), moco 0.2
-    momentum: float | None = None  # EMA of the target: moco 0.99, byol 0.99 rising to 1
-    queue_size: int | None = None  # moco's negatives, 4096
+    # The method's own settings (e.g. simclr's temperature; see each method's ``settings``),
+    # checked by the method and filled with its defaults. Saved flat, beside the others.
+    method_settings: dict = field(default_factory=dict)
     hidden_features: int = 2048
     out_features: int = 128
     seed: int = 0
@@ -66,7 +61,7 @@ class PretrainConfig:
         if self.image_size < 32:
             raise ConfigError(f"image_size must be at least 32 pixels, got {self.image_size}")
         if self.batch_size < 2:
-            raise ConfigError("batch_size must be at least 2: NT-Xent needs negatives from other images")
+            raise ConfigError("batch_size must be at least 2: BatchNorm, and the contrastive methods' negatives, need several images per step")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -81,26 +76,18 @@ class PretrainConfig:
             raise ConfigError(f"keep_epochs must list epochs from 1 on, got {list(self.keep_epochs)}")
 
     def _resolve_method_settings(self) -> None:
-        """Fill the method's settings with its defaults; refuse the ones it does not take."""
+        """The method's settings, checked by the method, its defaults filled in (frozen: set once, here)."""
         from cxrssl.ssl.methods import METHODS
 
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        takes = METHODS[self.method].settings
-        for name in METHOD_SETTINGS:
-            value = getattr(self, name)
-            if name not in takes:
-                if value is not None:
-                    raise ConfigError(f"method {self.method} has no setting {name}; it takes {', '.join(takes) or 'none'}")
-                continue
-            value = takes[name] if value is None else value
-            object.__setattr__(self, name, value)  # frozen: filled once, here
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(f"temperature must be a positive number, got {self.temperature}")
-        if self.momentum is not None and not 0 <= self.momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.queue_size is not None and (int(self.queue_size) != self.queue_size or self.queue_size < 1):
-            raise ConfigError(f"queue_size must be a positive integer, got {self.queue_size}")
+        object.__setattr__(self, "method_settings", METHODS[self.method].resolve_settings(self.method_settings))
+
+    def __getattr__(self, name: str):
+        """A method setting read as an attribute (``config.temperature``): None for a setting of another method."""
+        if name in method_setting_names():
+            return self.__dict__.get("method_settings", {}).get(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     def keeps(self, epoch: int) -> bool:
         """Whether the checkpoint of ``epoch`` is kept (the last epoch always is)."""
@@ -108,13 +95,14 @@ class PretrainConfig:
 
     def to_dict(self) -> dict:
         values = asdict(self)
+        values.update(values.pop("method_settings"))  # flat, as run configs have always been written
         values["keep_epochs"] = list(self.keep_epochs)
         values["augment"] = self.augment.to_dict()
         return values
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "PretrainConfig":
-        values = dict(values)
+    def from_dict(cls, values: dict, source: str = "config") -> PretrainConfig:
+        values = _nested_method_settings(values)
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -134,10 +122,52 @@ class PretrainConfig:
         return cls(**values)
 
 
-FIELD_TYPES = {"method": str, "init": str, "arch": str, "lr_schedule": str, "device": str, "image_size": int, "batch_size": int,
-               "epochs": int, "hidden_features": int, "out_features": int, "seed": int, "queue_size": int, "lr": float,
-               "warmup_epochs": float, "weight_decay": float, "temperature": float, "momentum": float, "fraction": float,
-               "amp": bool, "channels_last": bool, "compile": bool, "monitor_images": int}  # fmt: skip
+FIELD_TYPES = {
+    "method": str,
+    "init": str,
+    "arch": str,
+    "lr_schedule": str,
+    "device": str,
+    "image_size": int,
+    "batch_size": int,
+    "epochs": int,
+    "hidden_features": int,
+    "out_features": int,
+    "seed": int,
+    "lr": float,
+    "warmup_epochs": float,
+    "weight_decay": float,
+    "fraction": float,
+    "amp": bool,
+    "channels_last": bool,
+    "compile": bool,
+    "monitor_images": int,
+    "method_settings": dict,
+}
+
+
+def method_setting_names() -> set[str]:
+    """Every setting name of every registered method."""
+    from cxrssl.ssl.methods import METHODS
+
+    return {name for method in METHODS.values() for name in method.settings}
+
+
+def _nested_method_settings(values: dict) -> dict:
+    """Settings as written (flat: ``temperature: 0.2`` beside ``lr``, or under ``method_settings``)
+    with the method's gathered into ``method_settings``; empty (None) ones mean "the default"."""
+    values = dict(values)
+    nested = values.pop("method_settings", None) or {}
+    if not isinstance(nested, dict):
+        raise ConfigError(f"method_settings must be a mapping of setting: value, got {nested!r}")
+    nested = dict(nested)
+    for name in method_setting_names():
+        if name in values:
+            value = values.pop(name)
+            if value is not None:
+                nested[name] = value
+    values["method_settings"] = {name: value for name, value in nested.items() if value is not None}
+    return values
 
 
 def _typed(name: str, value, kind):
@@ -151,7 +181,9 @@ def _typed(name: str, value, kind):
             return float(value)
         except ValueError:
             pass
-    raise ValueError(f"{name} must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false' if kind is bool else 'text'}, got {value!r}")
+    raise ValueError(
+        f"{name} must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false' if kind is bool else 'text'}, got {value!r}"
+    )
 
 
 def load_pretrain_config(name_or_path: str = "cpu", overrides: dict | None = None) -> PretrainConfig:
@@ -175,10 +207,20 @@ def load_pretrain_config(name_or_path: str = "cpu", overrides: dict | None = Non
 
 def with_overrides(config: PretrainConfig, overrides: dict | None) -> PretrainConfig:
     """``config`` with the given settings replaced; None values mean "not given"."""
-    chosen = {key: value for key, value in (overrides or {}).items() if value is not None}
+    chosen = _nested_method_settings({key: value for key, value in (overrides or {}).items() if value is not None})
+    known = {f.name for f in fields(PretrainConfig)}
+    unknown = sorted(set(chosen) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        chosen = {name: value if name == "keep_epochs" else _typed(name, value, FIELD_TYPES.get(name)) for name, value in chosen.items()}
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    given = chosen.pop("method_settings")
     if chosen.get("method", config.method) != config.method:
-        # Another method: the settings of the config's method give way to the new one's defaults.
-        chosen = {**{name: None for name in METHOD_SETTINGS}, **chosen}
+        chosen["method_settings"] = given  # another method: the old method's settings give way to the new one's defaults
+    elif given:
+        chosen["method_settings"] = {**config.method_settings, **given}
     if "keep_epochs" in chosen:
         chosen["keep_epochs"] = tuple(chosen["keep_epochs"])
     return replace(config, **chosen) if chosen else config

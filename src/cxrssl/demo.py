@@ -1,6 +1,6 @@
 """The built-in demo: the whole method end to end on phantom radiographs.
 
-phantoms (an unlabelled pool and a labelled task, different patients) -> SimCLR
+phantoms (an unlabelled pool and a labelled task, different patients) -> self-supervised
 pretraining on the pool -> frozen features of the task -> ``cxrssl compare``: the
 logistic-regression probe of the pretrained backbone and of the same backbone at random
 initialisation on identical patient-grouped folds and label budgets, with the paired
@@ -12,7 +12,7 @@ macro mean AUC -> the HTML report.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -25,10 +25,13 @@ from cxrssl.eval.evaluate import load_task
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
-from cxrssl.report.plots import plot_loss_curve
-from cxrssl.report.tables import compare_csv_table, compare_markdown_table
 from cxrssl.hardware import cpu_description
+from cxrssl.report.compare import write_compare_outputs
+from cxrssl.report.markdown import md_text
+from cxrssl.report.plots import plot_loss_curve
+from cxrssl.report.tables import compare_tables
 from cxrssl.run import RunFolder
+from cxrssl.ssl.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -69,34 +72,51 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     pretrained = pretrain(pool, run.root, config, resume=resume, progress=progress)
     stage_done("pretraining")
 
-    say(f"[3/6] does pretraining pay? pretrained vs random initialisation at {', '.join(map(budget_name, settings.budgets))} labelled patients per class")
+    say(
+        f"[3/6] does pretraining pay? pretrained vs random initialisation at {', '.join(map(budget_name, settings.budgets))} labelled patients per class"
+    )
     task = load_task(task_manifest, config.image_size, progress=progress)
     backbones = [
-        NamedBackbone(f"SimCLR {config.epochs} epochs", BackboneSpec.from_checkpoint(run.checkpoint(config.epochs))),  # always kept
+        NamedBackbone(
+            f"{METHODS[config.method].title} {config.epochs} epochs", BackboneSpec.from_checkpoint(run.checkpoint(config.epochs))
+        ),  # always kept
         NamedBackbone("random init", BackboneSpec.random(config.arch, config.image_size, config.seed)),
     ]
     compare_settings = CompareSettings(settings.budgets, settings.folds, settings.repeats, ProbeSettings(seed=settings.seed, bootstrap=0))
     comparison = compare_backbones(backbones, [("phantom task", task)], out_dir / "compare", compare_settings, progress=progress, overwrite=True)
+    write_compare_outputs(comparison.payload, comparison.folder)
     claim = demo_claim(comparison.payload)
     stage_done("comparison")
     compares = [comparison.payload]
     if settings.findings_budgets:
-        say(f"[4/6] per finding: the same backbones on phantoms with findings, at {', '.join(map(budget_name, settings.findings_budgets))} labelled patients")
-        findings_manifest = _phantoms(out_dir / "phantoms" / "findings", settings.task_images, settings.phantom_size, settings.seed * 2 + 3, progress, findings=True)
+        say(
+            f"[4/6] per finding: the same backbones on phantoms with findings, at {', '.join(map(budget_name, settings.findings_budgets))} labelled patients"
+        )
+        findings_manifest = _phantoms(
+            out_dir / "phantoms" / "findings", settings.task_images, settings.phantom_size, settings.seed * 2 + 3, progress, findings=True
+        )
         per_finding = ProbeSettings(seed=settings.seed, bootstrap=0, findings=())
         findings = load_task(findings_manifest, config.image_size, progress=progress, settings=per_finding)
         findings_settings = CompareSettings(settings.findings_budgets, settings.folds, settings.repeats, per_finding)
-        compares.append(compare_backbones(backbones, [("phantom findings", findings)], out_dir / "compare_findings", findings_settings, progress=progress,
-                                          overwrite=True).payload)  # fmt: skip
+        findings_comparison = compare_backbones(
+            backbones, [("phantom findings", findings)], out_dir / "compare_findings", findings_settings, progress=progress, overwrite=True
+        )
+        write_compare_outputs(findings_comparison.payload, findings_comparison.folder)
+        compares.append(findings_comparison.payload)
         claim += " Per finding (macro mean AUC): " + demo_claim(compares[1])
         stage_done("findings comparison")
 
     say("[5/6] table, loss curve, config")
-    table = "\n".join(compare_markdown_table(payload) for payload in compares)
-    atomic_write_text(out_dir / "table.md", table + "\n" + claim + "\n")
-    atomic_write_text(out_dir / "table.csv", "".join(compare_csv_table(payload).split("\n", 1)[i > 0] for i, payload in enumerate(compares)))
+    table, table_csv = compare_tables(compares)
+    atomic_write_text(out_dir / "table.md", table + "\n" + md_text(claim) + "\n")
+    atomic_write_text(out_dir / "table.csv", table_csv)
     plot_loss_curve(list(range(1, len(pretrained.losses) + 1)), pretrained.losses, out_dir / "loss.png")
-    atomic_write_text(out_dir / "config.yaml", yaml.safe_dump({"demo": {**settings.__dict__, "budgets": list(map(budget_name, settings.budgets))}, "pretrain": config.to_dict()}, sort_keys=False))
+    atomic_write_text(
+        out_dir / "config.yaml",
+        yaml.safe_dump(
+            {"demo": {**settings.__dict__, "budgets": list(map(budget_name, settings.budgets))}, "pretrain": config.to_dict()}, sort_keys=False
+        ),
+    )
     results = {
         "claim": claim,
         "rows": comparison.payload["tasks"][0]["rows"],
@@ -112,7 +132,14 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     say("[6/6] HTML report: sweep over the kept checkpoints, t-SNE, Grad-CAM, errors")
     from cxrssl.report.html import build_report
 
-    build_report(run.root, [str(task_manifest)], out_dir / "report.html", ProbeSettings(seed=settings.seed, bootstrap=settings.bootstrap), progress=progress, compares=compares)
+    build_report(
+        run.root,
+        [str(task_manifest)],
+        out_dir / "report.html",
+        ProbeSettings(seed=settings.seed, bootstrap=settings.bootstrap),
+        progress=progress,
+        compares=compares,
+    )
     stage_done("report")
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["stages_s"] = stages
@@ -145,10 +172,3 @@ def _phantoms(folder: Path, count: int, size: int, seed: int, progress: bool, fi
     if manifest.is_file() and len(read_manifest(manifest)) == count:
         return manifest  # written completely by an earlier, interrupted demo
     return write_phantom_dataset(folder, n=count, size=size, seed=seed, progress=progress, findings=findings)
-
-
-def quick_settings() -> tuple[DemoSettings, PretrainConfig]:
-    """A seconds-long version of the demo for tests."""
-    settings = DemoSettings(pool_images=96, task_images=120, phantom_size=64, bootstrap=50, budgets=(5, None), folds=3, repeats=2, findings_budgets=(20, None))
-    config = replace(load_pretrain_config("demo"), image_size=32, batch_size=32, epochs=2, hidden_features=64, out_features=16)
-    return settings, config

@@ -1,4 +1,4 @@
-"""The SimCLR training step and what feeds it, shared by ``cxrssl.train`` and the benchmarks.
+"""The training step of every pretraining method and what feeds it, shared by ``cxrssl.train`` and the benchmarks.
 
 Each piece is written so that a GPU is never left waiting on the host:
 
@@ -19,9 +19,9 @@ The benchmarks import these rather than copying them, so what they time is what
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -112,7 +112,7 @@ def training_step(
     views: tuple[torch.Tensor, torch.Tensor],
     autocast: AbstractContextManager | None = None,
 ) -> torch.Tensor:
-    """One SimCLR optimisation step on two views; the loss, detached and not read back."""
+    """One optimisation step of the method on two views; the loss, detached and not read back."""
     with autocast or nullcontext():
         loss = model(*views)
     optimizer.zero_grad(set_to_none=True)

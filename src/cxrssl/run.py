@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
-import socket
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from cxrssl import __version__
 from cxrssl.errors import CxrsslError
-from cxrssl.fileio import atomic_write_json, atomic_write_text
+from cxrssl.fileio import atomic_write_json, atomic_write_text, csv_dict_text
+from cxrssl.outputs import hold_lock
 
 # rankme, alignment, uniformity: the label-free monitors of cxrssl.ssl.monitors (empty in older runs).
 LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s", "rankme", "alignment", "uniformity")
@@ -59,6 +57,22 @@ class RunFolder:
             raise CxrsslError(f"{self.config}: has no 'pretrain' settings; it was not written by `cxrssl pretrain`")
         return config
 
+    def write_config(self, record: dict) -> None:
+        """The run's record (config.json): its settings, data and machine; written at the start of a run
+        or of a resume that trains, never by one that trains nothing."""
+        atomic_write_json(self.config, record)
+
+    def state_weights_name(self, epoch: int) -> str:
+        """The resumable state's weights of ``epoch``: a new file per epoch, so that state/last.json
+        always names whole weights (it is replaced after them)."""
+        return f"last_{epoch:04d}.safetensors"
+
+    def remove_state_weights_except(self, name: str) -> None:
+        """The state weights that state/last.json no longer names: removed once it names the new ones."""
+        for old in self.state.parent.glob("last*.safetensors"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
     def read_log(self) -> list[dict]:
         if not self.log.is_file():
             return []
@@ -66,11 +80,7 @@ class RunFolder:
             return list(csv.DictReader(handle))
 
     def write_log(self, rows: list[dict]) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS, lineterminator="\n", restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.log, buffer.getvalue())
+        atomic_write_text(self.log, csv_dict_text(LOG_COLUMNS, rows, for_spreadsheets=False))
 
     def is_run(self) -> bool:
         """Whether the folder was made by `cxrssl pretrain` (its marker, or, for older runs, its config.json)."""
@@ -86,45 +96,17 @@ class RunFolder:
         if self.root.exists() and not self.root.is_dir():
             raise CxrsslError(f"{self.root}: is a file, not a folder; choose a new or empty folder for --out")
         if self.root.is_dir() and any(self.root.iterdir()) and not self.is_run():
-            raise CxrsslError(f"{self.root}: is not empty and is not a cxrssl run folder; choose a new or empty folder for --out (nothing there was changed)")
+            raise CxrsslError(
+                f"{self.root}: is not empty and is not a cxrssl run folder; choose a new or empty folder for --out (nothing there was changed)"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.marker.is_file():
             atomic_write_json(self.marker, {"format": "cxrssl-run/1", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cxrssl_version": __version__})
 
-    @contextmanager
     def locked(self):
-        """Hold the run's lock while training; a second process on the same run is refused.
-
-        A lock left by a process that no longer exists on this host is stale and taken over.
-        """
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        for attempt in range(2):
-            try:
-                descriptor = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._lock_holder()
-                if attempt == 0 and holder is not None and holder.get("host") == mine["host"] and not _alive(holder.get("pid")):
-                    self.lock.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                who = f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}" if holder else "another process"
-                raise CxrsslError(
-                    f"{self.root}: is being trained by {who}; wait for it to finish, or delete {self.lock} if that process no longer runs"
-                ) from None
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(mine, handle)
-            break
-        try:
-            yield
-        finally:
-            if self._lock_holder() == mine:
-                self.lock.unlink(missing_ok=True)
-
-    def _lock_holder(self) -> dict | None:
-        try:
-            holder = json.loads(self.lock.read_text())
-            return holder if isinstance(holder, dict) else None
-        except (OSError, ValueError):
-            return None
+        """Hold the run's lock while training; a second process on the same run is refused
+        (a lock left by a process that no longer exists on this host is taken over)."""
+        return hold_lock(self.lock, what=self.root, doing="trained")
 
     def remove_stale_temporaries(self) -> list[Path]:
         """Temporary files of saves that a killed process never finished (``.NAME.*.tmp``); removed under the lock."""
@@ -137,19 +119,39 @@ class RunFolder:
         atomic_write_json(self.status, {"state": state, "cxrssl_version": __version__, **details})
 
 
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, ValueError, TypeError):
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
+IDENTITY_KIND = "content/1"  # what data_identity covers: paths, sizes and bytes
+WHOLE_BYTES = 2**20  # files up to this size are digested whole; larger ones by their first and last SAMPLE_BYTES
+SAMPLE_BYTES = 2**18
 
 
-def data_identity(paths) -> str:
-    """Which images a run trains on, in which order: SHA-256 over their resolved paths."""
+def data_identity(paths, content: bool = True) -> str:
+    """Which images a run trains on, in which order: SHA-256 over their resolved paths and,
+    with ``content``, their sizes and bytes (whole up to 1 MiB; the first and last 256 KiB
+    of larger files, e.g. DICOMs, so that a resume check stays seconds on 100,000 films).
+
+    Another file copied to the same path is a different identity. An absent file counts
+    by its path (a cache's pixels are checked by the cache itself).
+    """
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(str(Path(path).resolve()).encode() + b"\n")
+        resolved = Path(path).resolve()
+        digest.update(str(resolved).encode() + b"\n")
+        if content:
+            digest.update(_content_digest(resolved))
     return digest.hexdigest()
+
+
+def _content_digest(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            part = hashlib.sha256(str(size).encode())
+            if size <= WHOLE_BYTES:
+                part.update(handle.read())
+            else:
+                part.update(handle.read(SAMPLE_BYTES))
+                handle.seek(size - SAMPLE_BYTES)
+                part.update(handle.read(SAMPLE_BYTES))
+            return part.digest()
+    except OSError:
+        return b"absent"

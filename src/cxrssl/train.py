@@ -10,6 +10,7 @@ with ``resume=True`` reproduces the uninterrupted run's losses.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -29,16 +30,16 @@ from cxrssl.checkpoint import (
     save_weights,
 )
 from cxrssl.config import PretrainConfig
-from cxrssl.data.images import open_image_set, open_source, source_rows
+from cxrssl.data.images import manifest_of, open_data, open_image_set
 from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
 from cxrssl.data.splits import patient_share
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
 from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, scheduled_lr, sync_interval, training_step, two_views
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
-from cxrssl.fileio import atomic_write_json
 from cxrssl.hardware import native_bf16, resolve_device
-from cxrssl.run import RunFolder, data_identity
+from cxrssl.interrupt import Interrupted
+from cxrssl.run import IDENTITY_KIND, RunFolder, data_identity
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import Method, build_method
@@ -91,13 +92,15 @@ def _check_resume(run: RunFolder, config: PretrainConfig, resume: bool) -> int:
         raise CxrsslError(f"{run.state}: damaged ({type(error).__name__}: {error}); resume from a copy of the run, or start a new --out") from None
 
 
-def _check_same_data(run: RunFolder, identity: str, data) -> None:
-    """--resume must train on the images the run started with (older runs recorded none: not checked)."""
+def _check_same_data(run: RunFolder, paths, data) -> None:
+    """--resume must train on the images the run started with: the same files with the same
+    bytes (runs before content identities recorded their paths; older ones nothing)."""
     saved = run.read_config().get("data", {})
+    identity = data_identity(paths) if saved.get("identity_kind") == IDENTITY_KIND else data_identity(paths, content=False)
     if saved.get("identity") and saved["identity"] != identity:
         raise ConfigError(
-            f"{data}: is not the data this run was trained on ({saved.get('source')}, {saved.get('images')} images); "
-            f"resume with --data {saved.get('source')}, or start a new run in another --out"
+            f"{data}: is not the data this run was trained on ({saved.get('path', saved.get('source'))}, {saved.get('images')} images: other files, "
+            f"or files whose bytes changed); resume with the run's own data, or start a new run in another --out"
         )
 
 
@@ -135,8 +138,9 @@ def pretrain(
                 raise  # its status says so already
             except BaseException as error:  # the status must never stay "running" for a run that stopped
                 if run.status.is_file() and json.loads(run.status.read_text()).get("state") == "running":
-                    stopped = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-                    run.set_status(stopped, reason=f"{type(error).__name__}: {error}"[:500], resume="cxrssl pretrain ... --resume")
+                    stopped = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "failed"
+                    details = {"signal": signal.Signals(error.signal).name} if isinstance(error, Interrupted) else {}
+                    run.set_status(stopped, reason=f"{type(error).__name__}: {error}"[:500], resume="the same command with --resume", **details)
                 raise
     finally:
         shutdown(context)
@@ -151,11 +155,10 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     seed_everything(config.seed)
     show = progress and context.is_main
     data = manifest if isinstance(manifest, (str, Path)) else getattr(manifest, "name", "the data")
-    source = open_source(manifest)
-    manifest = source_rows(source)
-    identity = data_identity(manifest.files)
+    source = open_data(manifest)
+    manifest = manifest_of(source)
     if start_epoch:
-        _check_same_data(run, identity, data)
+        _check_same_data(run, manifest.files, data)
     images = open_image_set(source, config.image_size, show, rows=patient_share(manifest.patient_keys, config.fraction, config.seed))
     subset = images.manifest
     if len(images) == 0:
@@ -168,21 +171,25 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     per_rank_batch = config.batch_size // context.world_size
     if len(images) < config.batch_size:
         raise ConfigError(
-            f"{manifest.name}: batch_size {config.batch_size} is larger than the {len(images)} readable images; "
-            f"lower --batch-size or add images"
+            f"{manifest.name}: batch_size {config.batch_size} is larger than the {len(images)} readable images; lower --batch-size or add images"
         )
 
     use_bf16 = config.amp and native_bf16(device)
+    if start_epoch >= config.epochs:
+        # Resuming a run that has trained as far as asked: nothing to train, and its records
+        # (config.json with its true epochs, status, log) stay exactly as they are.
+        if context.is_main and progress:
+            tqdm.write(f"{run.root}: already trained {start_epoch} epochs (asked for {config.epochs}); nothing to do")
+        return PretrainResult(run.root, [float(row["loss"]) for row in run.read_log()[:start_epoch]], [], images.unreadable, len(images))
     if context.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
-        state = "complete" if start_epoch >= config.epochs else "running"  # resuming a finished run trains nothing
-        run.set_status(state, epochs_done=start_epoch, epochs=config.epochs)
-        atomic_write_json(
-            run.config,
+        run.set_status("running", epochs_done=start_epoch, epochs=config.epochs)
+        identity = data_identity(manifest.files)
+        run.write_config(
             {
                 "pretrain": config.to_dict(),
                 "manifest": manifest.name,
-                "data": {"source": str(data), "identity": identity, "images": len(manifest)},
+                "data": {"path": str(data), "identity": identity, "identity_kind": IDENTITY_KIND, "images": len(manifest)},
                 "images_in_manifest": len(manifest),
                 "patients_in_manifest": len(set(manifest.patient_keys)),
                 "pixels_from": images.origin,
@@ -310,7 +317,9 @@ def _stop_if_diverged(tracker: LossTracker, epoch: int, run: RunFolder, context:
         return
     saved = run.saved_checkpoints()
     last_good = f"the last good checkpoint is {saved[-1]}" if saved else "no checkpoint had been saved yet"
-    where = f"the loss became {diverged[1]} at epoch {epoch}, step {diverged[0] + 1}" if diverged else f"another process's loss diverged at epoch {epoch}"
+    where = (
+        f"the loss became {diverged[1]} at epoch {epoch}, step {diverged[0] + 1}" if diverged else f"another process's loss diverged at epoch {epoch}"
+    )
     if context.is_main:
         run.set_status("diverged", epoch=epoch, step=diverged[0] + 1 if diverged else None)
     raise TrainingDiverged(
@@ -334,7 +343,7 @@ def _save_epoch(run: RunFolder, model: Method, optimizer, config: PretrainConfig
         loss=loss,
         head={"hidden_features": config.hidden_features, "out_features": config.out_features},
         method=config.method,
-        method_settings={name: getattr(config, name) for name in type(model).settings},
+        method_settings=dict(config.method_settings),
     )
     saved = []
     if config.keeps(epoch):
@@ -342,10 +351,7 @@ def _save_epoch(run: RunFolder, model: Method, optimizer, config: PretrainConfig
     optimizer_tensors, optimizer_plain = optimizer_to_tensors(optimizer.state_dict())
     # State tensors are keyed by the method module's own names (targets and queues included), so it reloads directly.
     state_weights = {**model.state_dict(), **optimizer_tensors}
-    weights_name = f"last_{epoch:04d}.safetensors"
+    weights_name = run.state_weights_name(epoch)
     save_weights(run.state, state_weights, {**metadata, "optimizer": optimizer_plain, "log": log_rows}, weights_name=weights_name)
-    for old in run.state.parent.glob("last*.safetensors"):
-        if old.name != weights_name:
-            old.unlink(missing_ok=True)
+    run.remove_state_weights_except(weights_name)
     return saved
-

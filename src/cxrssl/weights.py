@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cxrssl.checkpoint import load_tensors
 from cxrssl.errors import CxrsslError
 from cxrssl.models import build_backbone, feature_dim, rgb_stem_to_gray
 
@@ -48,19 +49,21 @@ def init_file(init: str, arch: str) -> Path:
     if init == "imagenet":
         path, url = imagenet_file(arch)
         if not path.is_file():
-            raise WeightsError(f"{path}: ImageNet weights of {arch} are not there and cxrssl does not download; place {url} there, or use --init random")
+            raise WeightsError(
+                f"{path}: ImageNet weights of {arch} are not there and cxrssl does not download; place {url} there, or use --init random"
+            )
         return path
     path = Path(init)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file; --init takes random, imagenet, a .pth/.safetensors state dict or a cxrssl checkpoint .json")
+        raise WeightsError(
+            f"{path}: no such weights file; --init takes random, imagenet, a .pth/.safetensors state dict or a cxrssl checkpoint .json"
+        )
     return path
 
 
 def read_state_dict(path: Path, arch: str) -> dict[str, torch.Tensor]:
     """The backbone tensors in ``path``, named as in ``build_backbone(arch)``, stem folded to one channel."""
     if path.suffix == ".json":
-        from cxrssl.checkpoint import load_tensors
-
         tensors, metadata = load_tensors(path)
         if metadata["arch"] != arch:
             raise WeightsError(f"{path}: is a {metadata['arch']} checkpoint, not {arch}; choose --arch {metadata['arch']} or another file")
@@ -100,8 +103,13 @@ def load_init(backbone: nn.Module, arch: str, init: str) -> None:
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [key for key in expected if key in tensors and tensors[key].shape != expected[key].shape]
     if missing or unexpected or wrong:
-        detail = (f"{wrong[0]} is {tuple(tensors[wrong[0]].shape)}, {arch} needs {tuple(expected[wrong[0]].shape)}" if wrong
-                  else f"{len(missing)} tensor(s) missing (e.g. {missing[0]})" if missing else f"unknown tensor(s) (e.g. {unexpected[0]})")  # fmt: skip
+        detail = (
+            f"{wrong[0]} is {tuple(tensors[wrong[0]].shape)}, {arch} needs {tuple(expected[wrong[0]].shape)}"
+            if wrong
+            else f"{len(missing)} tensor(s) missing (e.g. {missing[0]})"
+            if missing
+            else f"unknown tensor(s) (e.g. {unexpected[0]})"
+        )
         raise WeightsError(f"{path}: not weights of a {arch} ({detail}); pass weights of the same architecture or change --arch")
     backbone.load_state_dict(tensors)
 

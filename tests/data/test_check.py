@@ -20,8 +20,9 @@ def _dataset(tmp_path, rows):
 
 
 def test_a_clean_manifest_is_usable_and_counted(tmp_path):
-    manifest = _dataset(tmp_path, [("a.png", "p1", "Normal", "train", 10), ("b.png", "p1", "Normal", "train", 20),
-                                   ("c.png", "p2", "Pneumonia", "test", 30)])  # fmt: skip
+    manifest = _dataset(
+        tmp_path, [("a.png", "p1", "Normal", "train", 10), ("b.png", "p1", "Normal", "train", 20), ("c.png", "p2", "Pneumonia", "test", 30)]
+    )
     report = check_manifest(read_manifest(manifest), workers=1, progress=False)
     assert report.fatal == [] and report.readable == 3 and report.patients == 2
     assert report.labels == {"Normal": 2, "Pneumonia": 1} and report.patients_per_label == {"Normal": 1, "Pneumonia": 1}
@@ -69,19 +70,42 @@ def test_real_nih_set_counts_patients_and_finds_its_duplicate(shared_data):
 def test_findings_are_counted_per_finding_and_rare_ones_are_warned_about(tmp_path, capsys):
     # Edema positive in 6 patients (p0..p5; p0 also has a negative film); Fracture positive in 2; p6 unlabelled for Fracture.
     lines = ["path,patient_id,split,finding:Edema,finding:Fracture"]
-    cells = [("p0", "1", "1"), ("p0", "0", "0"), ("p1", "1", "1"), ("p2", "1", "0"), ("p3", "1", "0"), ("p4", "1", "0"),
-             ("p5", "1", "0"), ("p6", "0", ""), ("p7", "0", "0")]  # fmt: skip
+    cells = [
+        ("p0", "1", "1"),
+        ("p0", "0", "0"),
+        ("p1", "1", "1"),
+        ("p2", "1", "0"),
+        ("p3", "1", "0"),
+        ("p4", "1", "0"),
+        ("p5", "1", "0"),
+        ("p6", "0", ""),
+        ("p7", "0", "0"),
+    ]
     for index, (patient, edema, fracture) in enumerate(cells):
         Image.fromarray(np.full((30, 40), 10 + 20 * index, np.uint8)).save(tmp_path / f"{index}.png")
         lines.append(f"{index}.png,{patient},,{edema},{fracture}")
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
     report = check_manifest(read_manifest(tmp_path / "m.csv"), workers=1, progress=False)
     assert report.findings == [
-        {"finding": "Edema", "positive_images": 6, "negative_images": 3, "unlabelled_images": 0,
-         "positive_patients": 6, "negative_patients": 2, "unlabelled_patients": 0},
-        {"finding": "Fracture", "positive_images": 2, "negative_images": 6, "unlabelled_images": 1,
-         "positive_patients": 2, "negative_patients": 5, "unlabelled_patients": 1},
-    ]  # fmt: skip
+        {
+            "finding": "Edema",
+            "positive_images": 6,
+            "negative_images": 3,
+            "unlabelled_images": 0,
+            "positive_patients": 6,
+            "negative_patients": 2,
+            "unlabelled_patients": 0,
+        },
+        {
+            "finding": "Fracture",
+            "positive_images": 2,
+            "negative_images": 6,
+            "unlabelled_images": 1,
+            "positive_patients": 2,
+            "negative_patients": 5,
+            "unlabelled_patients": 1,
+        },
+    ]
     assert report.fatal == []
     assert report.warnings == ["1 finding(s) with fewer than 5 positive patients, too few to evaluate: Fracture (2)"]
     assert report.to_dict()["findings"] == report.findings

@@ -66,11 +66,25 @@ def test_counts_by_image_and_patient_against_a_hand_count(tmp_path):
     # Edema: images 1 pos (a), 2 neg (b, e), 2 unlabelled (c, d); patients p1 pos (a+, b-), p4 neg, p2 p3 unlabelled.
     # Pleural Effusion: images 1 pos (c), 2 neg (a, e), 2 unlabelled (b, d); patients p2 pos, p1 neg (a 0, b empty), p4 neg, p3 unlabelled.
     assert counts == [
-        {"finding": "Edema", "positive_images": 1, "negative_images": 2, "unlabelled_images": 2,
-         "positive_patients": 1, "negative_patients": 1, "unlabelled_patients": 2},
-        {"finding": "Pleural Effusion", "positive_images": 1, "negative_images": 2, "unlabelled_images": 2,
-         "positive_patients": 1, "negative_patients": 2, "unlabelled_patients": 1},
-    ]  # fmt: skip
+        {
+            "finding": "Edema",
+            "positive_images": 1,
+            "negative_images": 2,
+            "unlabelled_images": 2,
+            "positive_patients": 1,
+            "negative_patients": 1,
+            "unlabelled_patients": 2,
+        },
+        {
+            "finding": "Pleural Effusion",
+            "positive_images": 1,
+            "negative_images": 2,
+            "unlabelled_images": 2,
+            "positive_patients": 1,
+            "negative_patients": 2,
+            "unlabelled_patients": 1,
+        },
+    ]
 
 
 def test_nih_counts_a_patient_positive_if_any_film_is(tmp_path):
@@ -98,20 +112,24 @@ def test_select_and_subset(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("path,patient_id,finding:Edema\na.png,p1,1\nb.png,p2,-1.0\n",
-         "line 3, column 'finding:Edema' has '-1.0'; use 1 (positive), 0 (negative) or leave it empty"),
+        (
+            "path,patient_id,finding:Edema\na.png,p1,1\nb.png,p2,-1.0\n",
+            "line 3, column 'finding:Edema' has '-1.0'; use 1 (positive), 0 (negative) or leave it empty",
+        ),
         ("path,patient_id,label,finding:Edema\na.png,p1,,yes\n", "line 2, column 'finding:Edema' has 'yes'"),
         ("path,patient_id,findings,finding:Edema\na.png,p1,Edema,1\n", "has both a 'findings' column and finding:<Name> columns; keep one form"),
-        ("path,patient_id,findings\na.png,p1,Edema\nb.png,p2,Effusion|No Finding\n",
-         "line 3 has findings 'Effusion|No Finding': 'No Finding' together with a finding; keep only the findings"),
+        (
+            "path,patient_id,findings\na.png,p1,Edema\nb.png,p2,Effusion|No Finding\n",
+            "line 3 has findings 'Effusion|No Finding': 'No Finding' together with a finding; keep only the findings",
+        ),
         ("path,patient_id,finding:\na.png,p1,1\n", "column 'finding:' names no finding"),
         ("path,patient_id\na.png,p1\n", "missing column 'label'; a manifest needs the columns path, patient_id, label"),
         ("path,patient_id,findings,findings\na.png,p1,Edema,Effusion\n", "column 'findings' appears twice in the header; keep one"),
         ("path,patient_id,finding:Edema|acute\na.png,p1,1\n", "a finding's name may not hold '|' or ','"),
         ('path,patient_id,"finding:Edema, acute"\na.png,p1,1\n', "a finding's name may not hold '|' or ','"),
-        ("path,patient_id,findings\na.png,p1,\"Cardiomegaly,Edema\"\n", "findings are joined by '|', not ','"),
+        ('path,patient_id,findings\na.png,p1,"Cardiomegaly,Edema"\n', "findings are joined by '|', not ','"),
     ],
-)  # fmt: skip
+)
 def test_bad_findings_are_one_line_naming_the_file_and_line(tmp_path, text, message):
     path = _write(tmp_path, text)
     with pytest.raises(ManifestError) as caught:

@@ -47,3 +47,26 @@ def test_the_digest_follows_pixels_paths_order_and_size(phantom_manifest):
     again.pixels[again.rows[0], 0, 0] ^= 1  # one pixel of one image
     del again.__dict__["digest"]
     assert again.digest != images.digest
+
+
+def test_no_module_of_the_data_package_imports_inside_a_function():
+    """Every dependency inside cxrssl.data is visible at the top of its module: no lazy import hides a circle."""
+    import ast
+    from pathlib import Path
+
+    import cxrssl.data
+
+    nested = []
+    for path in sorted(Path(cxrssl.data.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body} | {id(n) for node in tree.body if isinstance(node, ast.If) for n in node.body}  # `if TYPE_CHECKING:`
+        nested += [f"{path.name}:{node.lineno}" for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top]
+    assert nested == []
+
+
+def test_the_cache_does_not_need_the_decoding_module():
+    import subprocess
+    import sys
+
+    code = "import sys, cxrssl.data.cache; print('cxrssl.data.images' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -121,16 +121,15 @@ def test_a_batch_with_corrupt_files_lists_them_and_keeps_the_rest(tmp_path):
 
 
 def test_declared_size_above_the_limit_is_refused_before_decoding(tmp_path, monkeypatch):
-    from tests.dicom import write_dicom
-
     from cxrssl.data.io import UnreadableImage, load_grayscale
+    from tests.dicom import write_dicom
 
     monkeypatch.setenv("CXRSSL_MAX_PIXELS", "1000")
     png16 = tmp_path / "wide16.png"
     Image.fromarray(np.zeros((40, 30), np.uint16)).save(png16)
     tiff = tmp_path / "big.tif"
     Image.fromarray(np.zeros((40, 30), np.uint8)).save(tiff)
-    dicom = write_dicom(tmp_path / "big.dcm", np.zeros((40, 30), np.uint16))
+    dicom = write_dicom(tmp_path / "big.dcm", RAMP[:40, :30])  # not constant: a constant DICOM is refused for that
     for path in (png16, tiff, dicom):
         with pytest.raises(UnreadableImage, match=r"1,200 pixels, above the decoding limit of 1,000 \(raise it with CXRSSL_MAX_PIXELS\)"):
             load_grayscale(path)
@@ -139,9 +138,8 @@ def test_declared_size_above_the_limit_is_refused_before_decoding(tmp_path, monk
 
 
 def test_a_dicom_that_declares_a_huge_size_is_refused_without_allocating_it(tmp_path):
-    from tests.dicom import write_dicom
-
     from cxrssl.data.io import UnreadableImage, load_grayscale
+    from tests.dicom import write_dicom
 
     path = write_dicom(tmp_path / "liar.dcm", np.zeros((8, 8), np.uint16))
     import pydicom
@@ -182,9 +180,8 @@ def test_damaged_display_attributes_make_one_file_unreadable_not_the_command(tmp
 
 
 def test_plugin_advice_only_for_compressed_pixel_data(tmp_path):
-    from tests.dicom import write_dicom
-
     from cxrssl.data.io import UnreadableImage, load_grayscale
+    from tests.dicom import write_dicom
 
     path = write_dicom(tmp_path / "short.dcm", np.zeros((8, 8), np.uint16))
     import pydicom
@@ -196,3 +193,94 @@ def test_plugin_advice_only_for_compressed_pixel_data(tmp_path):
         load_grayscale(path)
     assert "pylibjpeg" not in str(caught.value)
 
+
+def _write_odd_dicom(path, stored, **attributes):
+    """``write_dicom`` for values pydicom writes but warns about (``nan``, ``inf``: not valid DS text)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Invalid value for VR DS")
+        return write_dicom(path, stored, **attributes)
+
+
+def _stretched(values: np.ndarray) -> np.ndarray:
+    """What the last display rule (the modality values' own min-max) gives."""
+    values = values.astype(float)
+    return np.round((values - values.min()) / (values.max() - values.min()) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+@pytest.mark.parametrize(
+    "center, width",
+    [("nan", "400"), ("40", "nan"), ("inf", "400"), ("40", "inf"), ("40", "-inf"), ("40", "0"), ("40", "-5")],
+)
+def test_an_unusable_window_falls_back_to_the_min_max_of_the_modality_values(tmp_path, function, center, width):
+    path = _write_odd_dicom(
+        tmp_path / "w.dcm", RAMP, RescaleSlope=2, RescaleIntercept=-100, WindowCenter=center, WindowWidth=width, VOILUTFunction=function
+    )
+    assert np.array_equal(load_grayscale(path), _stretched(RAMP * 2.0 - 100))
+
+
+def test_linear_windows_narrower_than_one_are_not_used_as_the_standard_requires(tmp_path):
+    path = write_dicom(tmp_path / "w.dcm", RAMP, WindowCenter="2000", WindowWidth="0.5")
+    assert np.array_equal(load_grayscale(path), _stretched(RAMP))  # not a black-and-white threshold image
+
+
+def test_the_first_usable_window_of_several_is_used(tmp_path):
+    several = _write_odd_dicom(tmp_path / "several.dcm", RAMP, WindowCenter=["nan", "40", "3000"], WindowWidth=["400", "0", "1000"])
+    only_third = write_dicom(tmp_path / "third.dcm", RAMP, WindowCenter="3000", WindowWidth="1000")
+    expected = load_grayscale(only_third)
+    assert np.array_equal(load_grayscale(several), expected)
+    assert expected.min() == 0 and expected.max() == 255 and not np.array_equal(expected, _stretched(RAMP))
+
+
+def test_a_window_that_shows_one_flat_grey_falls_back_too(tmp_path):
+    path = write_dicom(tmp_path / "off.dcm", RAMP, WindowCenter="60000", WindowWidth="100")  # far above every value: all black
+    assert np.array_equal(load_grayscale(path), _stretched(RAMP))
+
+
+@pytest.mark.parametrize("attributes", [{}, {"WindowCenter": "40", "WindowWidth": "400"}, {"RescaleSlope": 3, "RescaleIntercept": 7}])
+def test_a_constant_dicom_is_unreadable_not_a_made_up_film(tmp_path, attributes):
+    from cxrssl.data.io import decode_square
+
+    path = write_dicom(tmp_path / "flat.dcm", np.full((16, 16), 500, np.uint16), **attributes)
+    with pytest.raises(UnreadableImage, match="constant image: every pixel is"):
+        load_grayscale(path)
+    pixels, reason = decode_square((str(path), 8))
+    assert pixels is None and reason.startswith("constant image")
+
+
+def test_a_multi_frame_dicom_is_refused_with_the_reason(tmp_path):
+    from cxrssl.data.io import decode_square
+
+    frames = np.stack([RAMP, RAMP[::-1], RAMP.T])
+    path = write_dicom(tmp_path / "series.dcm", frames)
+    with pytest.raises(UnreadableImage, match=r"multi-frame DICOM \(3 frames\).*export that frame as a file of its own"):
+        load_grayscale(path)
+    pixels, reason = decode_square((str(path), 8))
+    assert pixels is None and "multi-frame" in reason
+    single = write_dicom(tmp_path / "one.dcm", RAMP[None])  # Number of Frames 1 is a single film
+    assert load_grayscale(single).shape == RAMP.shape
+
+
+def test_without_pydicom_a_dicom_is_unreadable_naming_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    path = write_dicom(tmp_path / "x.dcm", RAMP)
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom now fails
+    with pytest.raises(UnreadableImage, match=r'is DICOM: reading DICOM files needs pydicom.*pip install "cxrssl\[dicom\]"'):
+        load_grayscale(path)
+
+
+def test_a_rescale_that_gives_non_finite_values_is_unreadable(tmp_path):
+    path = _write_odd_dicom(tmp_path / "slope.dcm", RAMP, RescaleSlope="inf", RescaleIntercept="0")
+    with pytest.raises(UnreadableImage, match="not finite"):
+        load_grayscale(path)
+
+
+def test_a_constant_16_bit_png_is_unreadable_and_a_flat_8_bit_one_is_shown_as_stored(tmp_path):
+    Image.fromarray(np.full((20, 20), 3000, np.uint16)).save(tmp_path / "flat16.png")
+    with pytest.raises(UnreadableImage, match="constant image: every pixel is 3000"):
+        load_grayscale(tmp_path / "flat16.png")
+    Image.fromarray(np.full((20, 20), 77, np.uint8)).save(tmp_path / "flat8.png")
+    assert np.array_equal(load_grayscale(tmp_path / "flat8.png"), np.full((20, 20), 77, np.uint8))

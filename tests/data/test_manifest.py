@@ -81,3 +81,10 @@ def test_writing_elsewhere_keeps_pointing_at_the_same_images(tmp_path):
     manifest = Manifest([ManifestRow("a.png", "p1", "A")], tmp_path / "data")
     moved = read_manifest(write_manifest(manifest, tmp_path / "runs" / "r1" / "m.csv"))
     assert moved.files[0].resolve() == (tmp_path / "data" / "a.png").resolve()
+
+
+def test_a_manifest_knows_the_file_it_was_read_from(tmp_path):
+    path = _write(tmp_path, "path,patient_id,label\na.png,p1,NORMAL\nb.png,p2,PNEUMONIA\n")
+    manifest = read_manifest(path, check_files=False)
+    assert manifest.path == path and manifest.name == str(path)
+    assert manifest.select([1]).path == path and manifest.with_splits(["train", "test"]).path == path

@@ -253,6 +253,7 @@ def test_consolidation_is_the_lesion_machinery_inside_the_lungs(patient):
 def test_toggling_one_finding_leaves_the_rest_of_the_film_alone():
     base = findings_film_draws(2, 3, 1, ("Consolidation",))
     more = findings_film_draws(2, 3, 1, ("Consolidation", "Effusion", "Edema"))
+
     def shared(draws):
         return draws.anatomy, draws.acquisition, draws.lesions, draws.noise_seed
 
@@ -356,7 +357,7 @@ def test_chexpert_files_are_where_the_csvs_say(chexpert):
     share = len(valid_patients) / (len(valid_patients) + len(train_patients))
     assert abs(share - 0.2) < 0.01
     # The toolkit's own CheXpert indexer reads the tree.
-    from cxrssl.data.sources import index_dataset
+    from cxrssl.data.adapters import index_dataset
 
     assert len(index_dataset("chexpert", chexpert.root).manifest) == 400
 

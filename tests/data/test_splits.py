@@ -41,7 +41,7 @@ def test_patients_never_cross_and_shares_are_close():
     for name, share in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
         assert abs(counts[name] / len(splits) - share) < 0.03
     # stratified: the positive rate is about the same in every subset
-    rate = {name: sum(l == "PNEUMONIA" for l, s in zip(labels, splits) if s == name) / counts[name] for name in counts}
+    rate = {name: sum(label == "PNEUMONIA" for label, s in zip(labels, splits) if s == name) / counts[name] for name in counts}
     assert max(rate.values()) - min(rate.values()) < 0.08
 
 
@@ -204,9 +204,7 @@ def test_patient_finding_matrix_is_positive_where_any_image_is():
     import numpy as np
 
     nan = np.nan
-    patients, matrix = patient_finding_matrix(
-        ["b", "a", "b", "c"], [[0, 1, nan], [nan, nan, nan], [1, 0, nan], [0, 0, 0]]
-    )
+    patients, matrix = patient_finding_matrix(["b", "a", "b", "c"], [[0, 1, nan], [nan, nan, nan], [1, 0, nan], [0, 0, 0]])
     assert patients == ["a", "b", "c"]
     assert matrix.dtype == bool
     assert matrix.tolist() == [[False, False, False], [True, True, False], [False, False, False]]

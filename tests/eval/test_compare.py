@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import cxrssl.eval.compare as compare_module
+import cxrssl.eval.compare.run as compare_module
 from cxrssl.data.splits import patient_classes
 from cxrssl.eval.compare import (
     PARTIAL,
@@ -18,7 +18,7 @@ from cxrssl.eval.compare import (
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.finetune import FinetuneSettings
 from cxrssl.eval.probe import ProbeSettings
-from cxrssl.report.compare import COMPARE_FILES
+from cxrssl.report.compare import COMPARE_FILES, write_compare_outputs
 
 
 def _task(patients=80, seed=0, splits=None):
@@ -84,7 +84,9 @@ def test_folds_are_patient_disjoint_and_budgets_stratified_nested_by_patient():
     assert set(tested.values()) == {2}  # every image tested once per repetition
     again = plan_task("toy", manifest.labels, manifest.patient_keys, manifest.splits, FAST)
     assert all(np.array_equal(a.train[15], b.train[15]) and np.array_equal(a.test, b.test) for a, b in zip(plan.folds, again.folds))
-    other = plan_task("toy", manifest.labels, manifest.patient_keys, manifest.splits, CompareSettings(**{**FAST.__dict__, "probe": ProbeSettings(seed=1)}))
+    other = plan_task(
+        "toy", manifest.labels, manifest.patient_keys, manifest.splits, CompareSettings(**{**FAST.__dict__, "probe": ProbeSettings(seed=1)})
+    )
     assert not np.array_equal(plan.folds[0].test, other.folds[0].test)
 
 
@@ -98,7 +100,10 @@ def test_a_backbone_against_itself_differs_by_exactly_zero_with_p_one(tmp_path, 
         assert row["difference"]["auc"] == {"value": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0}
     # identical draws for every backbone: the per-fold training sets match record by record
     folds = payload["folds"]
-    shape = lambda name: [(r["budget"], r["repeat"], r["fold"], r["n_train"], r["n_train_patients"]) for r in folds if r["backbone"] == name]
+
+    def shape(name):
+        return [(r["budget"], r["repeat"], r["fold"], r["n_train"], r["n_train_patients"]) for r in folds if r["backbone"] == name]
+
     assert shape("a") == shape("b")
 
 
@@ -139,6 +144,7 @@ def test_purge_policy_runs_an_official_split_that_shares_patients(tmp_path, back
         compare_backbones(named, [("official", task[0])], tmp_path / "a", FAST, progress=False)
     settings = CompareSettings(**{**FAST.__dict__, "probe": ProbeSettings(bootstrap=0, folds=3, split_policy="purge")})
     payload = compare_backbones(named, [("official", task[0])], tmp_path / "b", settings, progress=False).payload
+    write_compare_outputs(payload, tmp_path / "b")
     assert (payload["tasks"][0]["purged_images"], payload["tasks"][0]["purged_patients"]) == (1, 1)
     assert "purge dropped 1 training image(s) of 1 patient(s)" in (tmp_path / "b" / "compare.md").read_text()
 
@@ -149,9 +155,11 @@ def test_outputs_are_written_and_reproducible(tmp_path, backbones):
     first = compare_backbones(named, [("toy", task[0])], tmp_path / "one", FAST, progress=False)
     second = compare_backbones(named, [("toy", task[0])], tmp_path / "two", FAST, progress=False)
     assert first.payload == second.payload
+    assert (tmp_path / "one" / PARTIAL).is_file() and not (tmp_path / "one" / "compare.json").exists()  # the library writes no result file
+    files = write_compare_outputs(first.payload, first.folder)
     names = {p.name for p in (tmp_path / "one").iterdir()}
     assert names == {"compare.json", "compare.csv", "compare_folds.csv", "compare.md", "compare_efficiency.png", "compare_differences.png"}
-    assert [path.name for path in first.files] == list(COMPARE_FILES)
+    assert [path.name for path in files] == list(COMPARE_FILES)
     lines = (tmp_path / "one" / "compare.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 3  # backbones × budgets
     assert len((tmp_path / "one" / "compare_folds.csv").read_text().splitlines()) == 1 + 2 * 3 * 6
@@ -164,8 +172,13 @@ def test_parallel_workers_give_the_same_result(tmp_path, backbones):
     named = backbones(task, {"random init": 0.0, "pretrained": 1.0})
     settings = CompareSettings(budgets=(10, None), folds=3, repeats=1, probe=ProbeSettings(bootstrap=0, folds=3), jobs=1)
     serial = compare_backbones(named, [("toy", task[0])], tmp_path / "serial", settings, progress=False).payload
-    parallel = compare_backbones(named, [("toy", task[0])], tmp_path / "parallel", CompareSettings(**{**settings.__dict__, "jobs": 2}), progress=False).payload
-    key = lambda r: (r["backbone"], r["budget"], r["repeat"], r["fold"])
+    parallel = compare_backbones(
+        named, [("toy", task[0])], tmp_path / "parallel", CompareSettings(**{**settings.__dict__, "jobs": 2}), progress=False
+    ).payload
+
+    def key(r):
+        return (r["backbone"], r["budget"], r["repeat"], r["fold"])
+
     assert sorted(serial["folds"], key=key) == sorted(parallel["folds"], key=key)
     assert serial["tasks"] == parallel["tasks"]
 
@@ -174,7 +187,7 @@ def test_a_killed_comparison_resumes_from_its_finished_folds(tmp_path, backbones
     task = _task()
     named = backbones(task, {"random init": 0.0, "pretrained": 1.0})
     whole = compare_backbones(named, [("toy", task[0])], tmp_path / "whole", FAST, progress=False).payload
-    real_fit, calls = compare_module._fit_fold, []
+    real_fit, calls = compare_module.fit_fold, []
 
     def dies_after_four(plan, fold, features, settings):
         if len(calls) == 4:
@@ -182,7 +195,7 @@ def test_a_killed_comparison_resumes_from_its_finished_folds(tmp_path, backbones
         calls.append((fold.repeat, fold.fold))
         return real_fit(plan, fold, features, settings)
 
-    monkeypatch.setattr(compare_module, "_fit_fold", dies_after_four)
+    monkeypatch.setattr(compare_module, "fit_fold", dies_after_four)
     with pytest.raises(KeyboardInterrupt):
         compare_backbones(named, [("toy", task[0])], tmp_path / "killed", FAST, progress=False)
     assert not (tmp_path / "killed" / "compare.json").exists()  # nothing that looks complete
@@ -191,10 +204,11 @@ def test_a_killed_comparison_resumes_from_its_finished_folds(tmp_path, backbones
     with open(tmp_path / "killed" / PARTIAL, "a") as handle:
         handle.write('{"task": "toy", "repe')  # a line torn by the kill
     calls.clear()
-    monkeypatch.setattr(compare_module, "_fit_fold", lambda *a: (calls.append(a[1]), real_fit(*a))[1])
+    monkeypatch.setattr(compare_module, "fit_fold", lambda *a: (calls.append(a[1]), real_fit(*a))[1])
     resumed = compare_backbones(named, [("toy", task[0])], tmp_path / "killed", FAST, progress=False).payload
     assert len(calls) == 2  # only the folds that were not finished
     assert resumed["tasks"] == whole["tasks"]
+    write_compare_outputs(resumed, tmp_path / "killed")
     assert not (tmp_path / "killed" / PARTIAL).exists()
 
 
@@ -205,7 +219,9 @@ def test_bad_inputs_get_one_clear_line(tmp_path, backbones):
         compare_backbones(named, [("toy", task[0])], tmp_path, CompareSettings(budgets=(5,), folds=7, repeats=1, jobs=1), progress=False)
     with pytest.raises(CompareError, match=r"budget 50 patients per class: class '\w+' has only \d+ patient"):
         compare_backbones(named, [("toy", task[0])], tmp_path, CompareSettings(budgets=(50,), folds=3, repeats=1, jobs=1), progress=False)
-    single = SimpleNamespace(manifest=SimpleNamespace(labels=["NORMAL"] * 24, patient_keys=[f"p{i}" for i in range(24)], splits=[""] * 24), digest="one")
+    single = SimpleNamespace(
+        manifest=SimpleNamespace(labels=["NORMAL"] * 24, patient_keys=[f"p{i}" for i in range(24)], splits=[""] * 24), digest="one"
+    )
     with pytest.raises(Exception, match="exactly two classes, found 1"):
         compare_backbones(named, [("one", single)], tmp_path, FAST, progress=False)
     bigger = [named[0], NamedBackbone("big", BackboneSpec.random("resnet18", 64, 9))]
@@ -221,7 +237,13 @@ def test_bad_inputs_get_one_clear_line(tmp_path, backbones):
         CompareSettings(budgets=(0,))
     blocks = [NamedBackbone(b.name, replace(b.spec, readout="blocks")) for b in named]
     with pytest.raises(CompareError, match="fine-tuning trains the network end to end from its last stage"):
-        compare_backbones(blocks, [("toy", task[0])], tmp_path, CompareSettings(**{**FAST.__dict__, "finetune": FinetuneSettings(epochs=1), "finetune_budgets": (None,)}), progress=False)
+        compare_backbones(
+            blocks,
+            [("toy", task[0])],
+            tmp_path,
+            CompareSettings(**{**FAST.__dict__, "finetune": FinetuneSettings(epochs=1), "finetune_budgets": (None,)}),
+            progress=False,
+        )
 
 
 def test_the_readout_is_recorded_per_backbone(tmp_path, backbones):

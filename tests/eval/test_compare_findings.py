@@ -6,12 +6,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import cxrssl.eval.compare as compare_module
+import cxrssl.eval.compare.run as compare_module
 from cxrssl.data.manifest import Manifest, ManifestRow
 from cxrssl.eval.compare import CompareSettings, NamedBackbone, compare_backbones, plan_for
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.multilabel import MACRO
 from cxrssl.eval.probe import ProbeSettings
+from cxrssl.report.compare import write_compare_outputs
 
 NAMES = ("Cardiomegaly", "Edema", "Effusion")
 
@@ -74,6 +75,7 @@ def test_macro_rows_are_the_mean_of_the_scored_findings_and_rare_ones_are_named(
     task = _findings_task()
     named = planted(task, {"random init": 0.0, "pretrained": 1.5})
     payload = compare_backbones(named, [("toy", task[0])], tmp_path, FAST, progress=False).payload
+    write_compare_outputs(payload, tmp_path)
     summary = payload["tasks"][0]
     assert summary["findings"] == list(NAMES)
     assert summary["macro_over"]["probe|all"] == ["Cardiomegaly", "Edema"]

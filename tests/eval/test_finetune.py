@@ -139,3 +139,99 @@ def test_a_multilabel_finetune_has_one_output_per_finding_and_resumes(tmp_path):
     resumed = finetune(spec, task, findings.targets, findings.patients, train, test, QUICK, work_dir=tmp_path / "state")
     assert resumed.val_auc == tuned.val_auc
     np.testing.assert_allclose(resumed.test_scores, tuned.test_scores, atol=1e-6)
+
+
+def _interrupted(args, folder, stop_after_epoch=1):
+    with pytest.raises(KeyboardInterrupt):
+        finetune(*args, work_dir=folder, stop_after_epoch=stop_after_epoch)
+
+
+def _kill_between_weights_and_record(monkeypatch):
+    """The next state save stops after its weights file is in place and before its record is: a kill in that window."""
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune_module, "atomic_write_json", killed)
+
+
+DAMAGED_STATES = {
+    "a record torn by the kill": lambda folder: (folder / "finetune_state.json").write_text('{"format": "cxrssl-checkpoint/1", "ar'),
+    "a record naming missing weights": lambda folder: [p.unlink() for p in folder.glob("*.safetensors")],
+    "weights replaced by other bytes": lambda folder: [p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8) for p in folder.glob("*.safetensors")],
+    "a record with an impossible epoch": lambda folder: _edit_record(folder, epoch=7),
+    "a record with a damaged optimiser": lambda folder: _edit_record(folder, optimizer={"param_groups": "x", "scalars": {}}),
+    "a record with a damaged key": lambda folder: _edit_record(folder, key="not a key"),
+}
+
+
+def _edit_record(folder, **changes):
+    import json
+
+    record = json.loads((folder / "finetune_state.json").read_text())
+    record.update(changes)
+    (folder / "finetune_state.json").write_text(json.dumps(record))
+
+
+def test_a_kill_between_new_weights_and_their_record_resumes_from_the_old_state(phantom_task, tmp_path, monkeypatch, capsys):
+    task, targets, split = phantom_task
+    args = (
+        BackboneSpec.random("resnet18", 32, 0),
+        task,
+        targets,
+        task.manifest.patient_keys,
+        split.train,
+        split.test,
+        FinetuneSettings(epochs=3, batch_size=16),
+    )
+    whole = finetune(*args)
+    folder = tmp_path / "state"
+    _interrupted(args, folder)
+    with monkeypatch.context() as patched:
+        _kill_between_weights_and_record(patched)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(*args, work_dir=folder)  # epoch 2's weights written, its record not
+    assert len(list(folder.glob("*.safetensors"))) == 2  # the old state is still whole beside the new weights
+    capsys.readouterr()
+    resumed = finetune(*args, work_dir=folder)
+    assert capsys.readouterr().err == ""  # resumed from epoch 1's complete state, nothing to warn about
+    assert resumed.val_auc == whole.val_auc and resumed.chosen_epoch == whole.chosen_epoch
+    np.testing.assert_array_equal(resumed.test_scores, whole.test_scores)
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGED_STATES))
+def test_a_damaged_state_is_said_and_the_finetune_starts_over_to_the_same_result(phantom_task, tmp_path, capsys, damage):
+    task, targets, split = phantom_task
+    args = (BackboneSpec.random("resnet18", 32, 0), task, targets, task.manifest.patient_keys, split.train, split.test, QUICK)
+    whole = finetune(*args)
+    folder = tmp_path / "state"
+    _interrupted(args, folder)
+    assert [p.name[:20] for p in folder.glob("*.safetensors")] == ["finetune_state_0001_"]
+    DAMAGED_STATES[damage](folder)
+    capsys.readouterr()
+    again = finetune(*args, work_dir=folder)
+    err = capsys.readouterr().err
+    assert "the fine-tune starts over" in err and len(err.strip().splitlines()) == 1
+    assert again.val_auc == whole.val_auc and again.chosen_epoch == whole.chosen_epoch
+    np.testing.assert_array_equal(again.test_scores, whole.test_scores)
+    assert not folder.exists()
+
+
+def test_the_state_key_covers_images_seed_targets_and_settings(phantom_task, tmp_path):
+    task, targets, split = phantom_task
+    spec = BackboneSpec.random("resnet18", 32, 0)
+    args = (spec, task, targets, task.manifest.patient_keys, split.train, split.test, QUICK)
+    folder = tmp_path / "state"
+    _interrupted(args, folder)
+    bigger = load_task(task.manifest.path, 40, progress=False)  # same rows, other pixels
+    others = {
+        "images": (BackboneSpec.random("resnet18", 40, 0), bigger, *args[2:]),
+        "backbone": (BackboneSpec.random("resnet18", 32, 1), *args[1:]),
+        "targets": (spec, task, 1 - targets, *args[3:]),
+        "seed": (*args[:-1], FinetuneSettings(epochs=2, batch_size=16, seed=1)),
+        "augmentation": (*args[:-1], FinetuneSettings(epochs=2, batch_size=16, augment=finetune_module.AugmentConfig())),
+    }
+    for name, other in others.items():
+        with pytest.raises(FinetuneError, match="made with other data, settings or backbone") as error:
+            finetune(*other, work_dir=folder)
+        assert f"delete {folder} to start again" in str(error.value), name

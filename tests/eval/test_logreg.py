@@ -3,7 +3,6 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cxrssl.eval.logreg import LogisticFitError, auc_per_column, cross_validated_auc_grid, fit_logistic, standardise

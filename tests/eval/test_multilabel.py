@@ -8,7 +8,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cxrssl.data.splits import multilabel_patient_folds
 from cxrssl.eval.metrics import youden_threshold
-from cxrssl.eval.multilabel import FindingsTask, fit_and_score_findings, findings_split, run_findings_probe
+from cxrssl.eval.multilabel import FindingsTask, findings_split, fit_and_score_findings, run_findings_probe
 from cxrssl.eval.probe import C_GRID, ProbeSettings, choose_c
 
 
@@ -32,7 +32,7 @@ def _sklearn_reference(features, task, train, test, settings, fitted):
     folds = multilabel_patient_folds(task.patients[train], task.targets[train][:, fitted], settings.folds, settings.seed)
     x_train = features[train]
     out = {}
-    for k, j in enumerate(fitted):
+    for j in fitted:
         y = task.targets[train, j]
         cv = {}
         oof = {c: np.full(len(train), np.nan) for c in settings.c_grid}
@@ -142,7 +142,7 @@ def test_youden_threshold_against_a_brute_force_search():
         truth = rng.integers(0, 2, 40)
         scores = np.round(rng.random(40) + 0.3 * truth, 2)  # ties
         threshold = youden_threshold(truth, scores)
-        j = lambda t: np.mean(scores[truth == 1] >= t) + np.mean(scores[truth == 0] < t) - 1  # noqa: E731
+        j = lambda t, scores=scores, truth=truth: np.mean(scores[truth == 1] >= t) + np.mean(scores[truth == 0] < t) - 1  # noqa: E731
         best = max(j(t) for t in np.unique(scores))
         assert j(threshold) == pytest.approx(best)
     assert youden_threshold(np.ones(5), np.arange(5.0)) == 0.5

@@ -5,9 +5,10 @@ from dataclasses import replace
 import pytest
 
 from cxrssl.config import load_pretrain_config
+from cxrssl.errors import CxrsslError
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.eval.sweep import sweep_run
-from cxrssl.errors import CxrsslError
+from cxrssl.report.sweep import SWEEP_FILES, write_sweep_outputs
 from cxrssl.train import pretrain
 
 
@@ -16,7 +17,10 @@ def test_sweep_probes_every_checkpoint_and_the_random_start(tmp_path, phantom_ma
     config = replace(load_pretrain_config("demo"), image_size=32, batch_size=16, epochs=2, hidden_features=32, out_features=16, keep_epochs=(1, 2))
     pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
     sweep = sweep_run(tmp_path / "run", phantom_manifest, settings=ProbeSettings(bootstrap=20), progress=False)
-    rows, out = sweep.rows, sweep.folder
+    assert not list((tmp_path / "run").glob("sweep_*"))  # the library writes no result file
+    files = write_sweep_outputs(sweep)
+    rows, out = sweep.rows, files[0].parent
+    assert [path.name for path in files] == list(SWEEP_FILES)
     assert [row["epoch"] for row in rows] == [0, 1, 2] and rows[0]["label"] == "random init"
     assert out == tmp_path / "run" / f"sweep_{rows[0]['dataset']}"
     table = list(csv.DictReader(open(out / "sweep.csv")))
@@ -26,7 +30,8 @@ def test_sweep_probes_every_checkpoint_and_the_random_start(tmp_path, phantom_ma
     assert float(table[2]["auc"]) == pytest.approx(rows[2]["metrics"]["auc"], abs=1e-4)
     assert (out / "sweep.png").stat().st_size > 10_000 and json.loads((out / "sweep.json").read_text())["rows"][1]["epoch"] == 1
     # --bootstrap 0: no intervals, and no NaN pretending to be one in the JSON
-    bare = sweep_run(tmp_path / "run", phantom_manifest, tmp_path / "bare", ProbeSettings(bootstrap=0), progress=False)
+    bare = sweep_run(tmp_path / "run", phantom_manifest, ProbeSettings(bootstrap=0), progress=False)
+    write_sweep_outputs(bare, tmp_path / "bare")
     assert all(row["intervals_95"] == {} for row in bare.rows)
     assert list(csv.DictReader(open(tmp_path / "bare" / "sweep.csv")))[1]["auc_low"] == "nan"
 
@@ -40,8 +45,10 @@ def test_monitor_correlations_rank_each_monitor_against_the_probe_auc():
     from cxrssl.eval.sweep import monitor_correlations
 
     rows = [{"epoch": epoch, "metrics": {"auc": auc}} for epoch, auc in [(0, 0.5), (1, 0.6), (2, 0.7), (3, 0.65), (4, 0.8)]]
-    log = [{"epoch": str(e), "rankme": str(r), "alignment": str(a), "uniformity": ""} for e, r, a in
-           [(1, 10, 0.9), (2, 20, 0.8), (3, 15, 0.7), (4, 30, 0.6)]]  # fmt: skip
+    log = [
+        {"epoch": str(e), "rankme": str(r), "alignment": str(a), "uniformity": ""}
+        for e, r, a in [(1, 10, 0.9), (2, 20, 0.8), (3, 15, 0.7), (4, 30, 0.6)]
+    ]
     found = monitor_correlations(rows, log)
     # The random start (epoch 0) has no log row; rankme orders the four checkpoints exactly as the AUC does.
     assert found["rankme"] == {"spearman_with_auc": 1.0, "checkpoints": 4}

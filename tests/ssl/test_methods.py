@@ -114,7 +114,42 @@ def test_moco_forward_uses_the_queue_then_adds_this_steps_keys():
 
 @pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
 def test_checkpoint_weights_are_backbone_and_head_only(method):
-    model = build_method(PretrainConfig(method=method, arch="resnet18", **SMALL, queue_size=16 if method == "moco" else None))
+    model = build_method(PretrainConfig(method=method, arch="resnet18", **SMALL, method_settings={"queue_size": 16} if method == "moco" else {}))
     names = set(model.checkpoint_weights())
     assert names and all(name.startswith(("backbone.", "head.")) for name in names)
     assert "backbone.conv1.weight" in names
+
+
+def test_a_new_method_is_its_class_plus_one_registry_line(monkeypatch, tmp_path):
+    """A toy method with a setting of its own: registered, it is validated, configured from YAML
+    and from --method-setting, and chosen on the command line, with no other change."""
+    import argparse
+
+    from cxrssl.cli import build_parser
+    from cxrssl.config import load_pretrain_config
+    from cxrssl.ssl.methods import METHODS, SimCLR
+    from cxrssl.ssl.methods.base import Setting
+
+    class Toy(SimCLR):
+        name = "toy"
+        settings = {"temperature": Setting(0.3), "spread": Setting(3, "count", "a setting no other method has")}
+
+        def __init__(self, arch="resnet18", hidden_features=2048, out_features=128, temperature=0.3, spread=3, gather_distributed=False):
+            super().__init__(arch, hidden_features, out_features, temperature, gather_distributed)
+            self.spread = spread
+
+    monkeypatch.setitem(METHODS, "toy", Toy)  # the one registry line
+    yaml_file = tmp_path / "toy.yaml"
+    yaml_file.write_text("method: toy\nspread: 5\narch: resnet18\n")
+    config = load_pretrain_config(str(yaml_file))
+    assert config.method_settings == {"temperature": 0.3, "spread": 5} and config.spread == 5
+    assert config.to_dict()["spread"] == 5 and PretrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="spread must be a positive integer, got 'lots'"):
+        load_pretrain_config(str(yaml_file), {"method_settings": {"spread": "lots"}})
+    with pytest.raises(ConfigError, match="method simclr has no setting spread"):
+        load_pretrain_config("cpu", {"method_settings": {"spread": 2}})
+    args = build_parser().parse_args(["pretrain", "--data", "d.csv", "--out", "r", "--method", "toy", "--method-setting", "spread=7"])
+    assert args.method == "toy" and args.method_setting == [("spread", "7")]
+    model = build_method(load_pretrain_config("demo", {"method": "toy", "method_settings": {"spread": "7"}, **SMALL}))
+    assert isinstance(model, Toy) and model.spread == 7 and model.temperature == 0.3
+    assert isinstance(build_parser(), argparse.ArgumentParser)

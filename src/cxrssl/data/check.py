@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cxrssl.data.findings import finding_labels
-from cxrssl.data.io import UnreadableImage, load_grayscale, parallel_map
+from cxrssl.data.io import UnreadableImage, load_grayscale
 from cxrssl.data.manifest import Manifest
 from cxrssl.data.splits import patients_in_several_subsets
+from cxrssl.workers import parallel_map
 
 MIN_POSITIVE_PATIENTS = 5  # fewer positive patients than this: a finding too rare to evaluate
 
@@ -79,7 +80,9 @@ def check_manifest(manifest: Manifest, workers: int | None = None, progress: boo
         labels=dict(sorted(Counter(row.label or "(unlabelled)" for row in rows).items())),
         splits=dict(sorted(Counter(row.split or "(none)" for row in rows).items())),
         patients=len(set(manifest.patient_keys)),
-        patients_per_label={label or "(unlabelled)": len({r.patient_key for r in rows if r.label == label}) for label in sorted({r.label for r in rows})},
+        patients_per_label={
+            label or "(unlabelled)": len({r.patient_key for r in rows if r.label == label}) for label in sorted({r.label for r in rows})
+        },
         most_images_per_patient=max(Counter(manifest.patient_keys).values()),
         sizes=_size_summary([facts[i][:2] for i in readable]),
         unreadable=unreadable,
@@ -136,7 +139,8 @@ def format_report(report: CheckReport, limit: int = 10) -> str:
     lines = [
         f"{report.manifest}: {report.images} images, {report.readable} readable, {report.patients} patients "
         f"(at most {report.most_images_per_patient} images per patient)",
-        "labels:  " + ", ".join(f"{label} {count} images / {report.patients_per_label.get(label, 0)} patients" for label, count in report.labels.items()),
+        "labels:  "
+        + ", ".join(f"{label} {count} images / {report.patients_per_label.get(label, 0)} patients" for label, count in report.labels.items()),
         "splits:  " + ", ".join(f"{split} {count}" for split, count in report.splits.items()),
     ]
     if report.sizes:

@@ -197,7 +197,9 @@ def _parse_nih_form(extras: Sequence[Mapping[str, str]], name: str) -> FindingLa
         parts = [part.strip() for part in text.split("|") if part.strip()]
         found = {part for part in parts if not is_no_finding(part)}
         if any("," in part for part in found):
-            raise ManifestError(f"{name}: line {line} has {FINDINGS_COLUMN} {text!r}: findings are joined by '|', not ','; write e.g. 'Edema|Effusion'")
+            raise ManifestError(
+                f"{name}: line {line} has {FINDINGS_COLUMN} {text!r}: findings are joined by '|', not ','; write e.g. 'Edema|Effusion'"
+            )
         if found and any(is_no_finding(part) for part in parts):
             raise ManifestError(
                 f"{name}: line {line} has {FINDINGS_COLUMN} {text!r}: 'No Finding' together with a finding; "
@@ -218,7 +220,9 @@ def _parse_per_finding_form(columns: list[str], extras: Sequence[Mapping[str, st
         if not finding:
             raise ManifestError(f"{name}: column {column!r} names no finding; call it {FINDING_PREFIX}<Name>, e.g. {FINDING_PREFIX}Edema")
         if "|" in finding or "," in finding:  # '|' joins findings (NIH form, predict), ',' separates them in --findings
-            raise ManifestError(f"{name}: column {column!r}: a finding's name may not hold '|' or ','; rename it, e.g. {FINDING_PREFIX}{finding.replace('|', '_').replace(',', '_')}")
+            raise ManifestError(
+                f"{name}: column {column!r}: a finding's name may not hold '|' or ','; rename it, e.g. {FINDING_PREFIX}{finding.replace('|', '_').replace(',', '_')}"
+            )
     if len(set(names)) != len(names):
         twice = next(finding for finding in names if names.count(finding) > 1)
         raise ManifestError(f"{name}: finding {twice!r} has two {FINDING_PREFIX} columns; keep one")

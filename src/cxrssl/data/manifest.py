@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cxrssl.data.findings import FINDING_PREFIX, is_finding_column, parse_findings_form
 from cxrssl.errors import ManifestError
-from cxrssl.fileio import atomic_write_text
+from cxrssl.fileio import atomic_write_text, csv_text
 
 REQUIRED_COLUMNS = ("path", "patient_id", "label")
 SPLITS = ("train", "val", "test")
@@ -50,7 +50,7 @@ class ManifestRow:
 class Manifest:
     rows: list[ManifestRow]
     root: Path  # relative paths are resolved against this folder
-    source: Path | None = None  # the file the rows were read from, for messages
+    path: Path | None = None  # the file the rows were read from, for messages
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -77,16 +77,16 @@ class Manifest:
 
     @property
     def name(self) -> str:
-        return str(self.source) if self.source else str(self.root)
+        return str(self.path) if self.path else str(self.root)
 
-    def select(self, indices) -> "Manifest":
-        return Manifest([self.rows[i] for i in indices], self.root, self.source)
+    def select(self, indices) -> Manifest:
+        return Manifest([self.rows[i] for i in indices], self.root, self.path)
 
-    def with_splits(self, splits: list[str]) -> "Manifest":
+    def with_splits(self, splits: list[str]) -> Manifest:
         if len(splits) != len(self.rows):
             raise ValueError("one split per row is needed")
         rows = [replace(row, split=split) for row, split in zip(self.rows, splits)]
-        return Manifest(rows, self.root, self.source)
+        return Manifest(rows, self.root, self.path)
 
     def label_counts(self) -> Counter:
         return Counter(self.labels)
@@ -107,7 +107,7 @@ def read_manifest(path: str | os.PathLike, check_files: bool = True) -> Manifest
         ) from None
     except csv.Error as error:
         raise ManifestError(f"{path}: is not a readable CSV ({error}); check that it is a comma-separated text table") from None
-    manifest = Manifest(_parse_rows(records, path), root=path.parent, source=path)
+    manifest = Manifest(_parse_rows(records, path), root=path.parent, path=path)
     validate_manifest(manifest, check_files=check_files)
     parse_findings_form(columns, [row.extra for row in manifest.rows], str(path))  # findings errors name their line
     return manifest
@@ -119,7 +119,9 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
         columns = [name.strip() for name in (reader.fieldnames or [])]
         twice = sorted({name for name in columns if columns.count(name) > 1 and name})
         if twice:
-            raise ManifestError(f"{path}: column {', '.join(repr(name) for name in twice)} appears twice in the header; keep one (the reader would use only the last)")
+            raise ManifestError(
+                f"{path}: column {', '.join(repr(name) for name in twice)} appears twice in the header; keep one (the reader would use only the last)"
+            )
         missing = [name for name in REQUIRED_COLUMNS if name not in columns]
         if missing == ["label"] and any(is_finding_column(name) for name in columns):
             missing = []  # a manifest of findings needs no label column
@@ -160,9 +162,7 @@ def validate_manifest(manifest: Manifest, check_files: bool = True) -> None:
         if not row.path:
             raise ManifestError(f"{name}: line {line_number} has an empty path; give every row the image's file path")
         if row.split and row.split not in SPLITS:
-            raise ManifestError(
-                f"{name}: line {line_number} has split {row.split!r}; use one of train, val, test, or leave it empty"
-            )
+            raise ManifestError(f"{name}: line {line_number} has split {row.split!r}; use one of train, val, test, or leave it empty")
         if row.path in first_line:
             raise ManifestError(
                 f"{name}: image {row.path!r} is listed twice (lines {first_line[row.path]} and {line_number}); keep one row per image"
@@ -190,18 +190,10 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     # other extras sorted, as always; finding:<Name> columns last, in their own order (the vocabulary's)
     extra_columns = sorted(key for key in keys if not key.startswith(FINDING_PREFIX)) + [key for key in keys if key.startswith(FINDING_PREFIX)]
     columns = ["path", "patient_id", "label", "split", *extra_columns]
-    lines = [columns]
+    lines = []
     same_folder = manifest.root.resolve() == path.parent.resolve()
     for row in manifest.rows:
         image = row.path if same_folder or Path(row.path).is_absolute() else os.path.relpath(manifest.resolve(row), path.parent)
         lines.append([image, row.patient_id, row.label, row.split, *(row.extra.get(c, "") for c in extra_columns)])
-    atomic_write_text(path, _to_csv(lines))
+    atomic_write_text(path, csv_text(columns, lines, for_spreadsheets=False))  # read back as written: no formula guard
     return path
-
-
-def _to_csv(lines: list[list[str]]) -> str:
-    import io
-
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(lines)
-    return buffer.getvalue()

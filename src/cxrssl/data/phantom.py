@@ -47,6 +47,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 
+from cxrssl.data.manifest import Manifest, ManifestRow, write_manifest
+from cxrssl.errors import CxrsslError
+from cxrssl.fileio import atomic_save_image, atomic_write_text, csv_text
+from cxrssl.workers import parallel_map
+
 POSITIVE, NEGATIVE = "PNEUMONIA", "NORMAL"
 
 
@@ -295,9 +300,7 @@ def heart_half_width(anatomy: Anatomy) -> float:
 
 def thoracic_width(anatomy: Anatomy) -> float:
     """Inner thoracic diameter: from one lung field's lateral edge to the other's."""
-    return float(
-        (anatomy.lung_center_x[1] + anatomy.lung_half_width[1]) - (anatomy.lung_center_x[0] - anatomy.lung_half_width[0])
-    )
+    return float((anatomy.lung_center_x[1] + anatomy.lung_half_width[1]) - (anatomy.lung_center_x[0] - anatomy.lung_half_width[0]))
 
 
 def anatomy_cardiothoracic_ratio(anatomy: Anatomy) -> float:
@@ -384,8 +387,8 @@ def render(
     lesions: list[Lesion],
     size: int,
     noise_seed: int,
-    effusions: Sequence["Effusion"] = (),
-    edema: "Edema | None" = None,
+    effusions: Sequence[Effusion] = (),
+    edema: Edema | None = None,
 ) -> RenderedPhantom:
     x, y = _acquisition_grid(size, acquisition)
     left_lung, right_lung = _lung_masks(anatomy, x, y)
@@ -487,31 +490,16 @@ def plan_phantom_dataset(n: int, seed: int, positive_fraction: float = 0.5) -> l
 def _render_and_save(task) -> None:
     out_path, seed, patient, film, positive, size = task
     film_image = render_film(seed, patient, film, positive, size).image
-    Image.fromarray(film_image).save(out_path, optimize=False)
+    atomic_save_image(Image.fromarray(film_image), out_path, optimize=False)
 
 
 def _run_tasks(function, tasks: list, workers: int | None, progress: bool, desc: str = "phantoms") -> None:
-    """Render films in a process pool (two workers unless told), or inline for a few."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
-    workers = workers or 2
-    bar = tqdm(total=len(tasks), desc=desc, unit="img", leave=False, disable=not progress)
-    if workers > 1 and len(tasks) > 16:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(function, tasks, chunksize=8):
-                bar.update()
-    else:
-        for task in tasks:
-            function(task)
-            bar.update()
-    bar.close()
+    """Render and save films on ``workers`` processes (two unless told; a few films in this one)."""
+    for _ in parallel_map(function, tasks, workers or 2, progress, desc=desc, chunksize=8):
+        pass
 
 
 def _check_size(n: int, size: int) -> None:
-    from cxrssl.errors import CxrsslError
-
     if n < 1 or size < 32:
         raise CxrsslError(f"phantom: need --n >= 1 and --size >= 32 (got n={n}, size={size})")
 
@@ -543,8 +531,6 @@ def write_phantom_dataset(
 
     Returns the manifest path. The same arguments always give byte-identical files.
     """
-    from cxrssl.data.manifest import Manifest, ManifestRow, write_manifest
-
     if findings is not False and findings is not None:
         return _write_findings_dataset(out_dir, n, size, seed, findings, prevalence, co_occurrence, workers, progress)
     _check_size(n, size)
@@ -562,9 +548,7 @@ def write_phantom_dataset(
     return write_manifest(Manifest(rows, out_dir), out_dir / "labels.csv")
 
 
-def write_contact_sheet(
-    root: Path, rows, out_path: Path, per_class: int = 6, tile: int = 160, groups: Mapping[str, list] | None = None
-) -> Path:
+def write_contact_sheet(root: Path, rows, out_path: Path, per_class: int = 6, tile: int = 160, groups: Mapping[str, list] | None = None) -> Path:
     """A grid a person can look at: one row of examples per class (or per group of rows), labelled."""
     if groups is None:
         groups = {label: [row for row in rows if row.label == label] for label in sorted({row.label for row in rows})}
@@ -578,7 +562,7 @@ def write_contact_sheet(
         for column, row in enumerate(examples):
             with Image.open(root / row.path) as film:
                 sheet.paste(film.convert("L").resize((tile, tile)), (column * tile, top + 18))
-    sheet.save(out_path)
+    atomic_save_image(sheet, out_path)
     return out_path
 
 
@@ -624,8 +608,6 @@ def findings_model(
 ) -> FindingsModel:
     """Check the request and solve the base risks. Co-occurrence pairs naming a finding
     that is not drawn are dropped (so a subset of ``FINDINGS`` works with the defaults)."""
-    from cxrssl.errors import CxrsslError
-
     names = tuple(FINDINGS if findings is True else findings)
     unknown = [name for name in names if name not in FINDINGS]
     if unknown or not names or len(set(names)) != len(names):
@@ -782,9 +764,9 @@ def render_findings_film(seed: int, patient: int, film: int, present, size: int)
 
 def _save_film(image: np.ndarray, out_path: Path) -> None:
     if Path(out_path).suffix.lower() in (".jpg", ".jpeg"):
-        Image.fromarray(image).save(out_path, quality=90)
+        atomic_save_image(Image.fromarray(image), out_path, quality=90)
     else:
-        Image.fromarray(image).save(out_path, optimize=False)
+        atomic_save_image(Image.fromarray(image), out_path, optimize=False)
 
 
 def _render_findings_and_save(task) -> None:
@@ -793,8 +775,6 @@ def _render_findings_and_save(task) -> None:
 
 
 def _write_findings_dataset(out_dir, n, size, seed, findings, prevalence, co_occurrence, workers, progress) -> Path:
-    from cxrssl.data.manifest import Manifest, ManifestRow, write_manifest
-
     _check_size(n, size)
     model = findings_model(findings, prevalence, co_occurrence)
     out_dir = Path(out_dir)
@@ -814,10 +794,26 @@ def _write_findings_dataset(out_dir, n, size, seed, findings, prevalence, co_occ
 
 CHEXPERT_FOLDER = "CheXpert-v1.0-small"
 CHEXPERT_HEADER = (
-    "Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly",
-    "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax",
-    "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
-)  # fmt: skip
+    "Path",
+    "Sex",
+    "Age",
+    "Frontal/Lateral",
+    "AP/PA",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 CHEXPERT_OBSERVATIONS = CHEXPERT_HEADER[5:]
 CHEXPERT_COMPETITION = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 # CheXpert column -> the phantom finding it reports. Atelectasis is not drawn: it is
@@ -888,12 +884,6 @@ def write_phantom_chexpert(
     Returns the CSV paths and, per film, its Path, true findings and written row. The
     CSVs go last: their presence says the tree is complete.
     """
-    import csv
-    import io
-
-    from cxrssl.errors import CxrsslError
-    from cxrssl.fileio import atomic_write_text
-
     _check_size(n, size)
     for name, share in (("uncertain_fraction", uncertain_fraction), ("valid_fraction", valid_fraction), ("blank_fraction", blank_fraction)):
         if not 0.0 <= share <= 1.0:
@@ -941,11 +931,9 @@ def write_phantom_chexpert(
     _run_tasks(_render_findings_and_save, tasks, workers, progress, desc="chexpert phantoms")
     tables = {}
     for split in ("valid", "train"):
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CHEXPERT_HEADER)
-        writer.writerows([film.row[column] for column in CHEXPERT_HEADER] for film in films if film.split == split)
-        tables[split] = atomic_write_text(folder / f"{split}.csv", buffer.getvalue())
+        rows = ([film.row[column] for column in CHEXPERT_HEADER] for film in films if film.split == split)
+        # read back by `cxrssl index chexpert`: written as the real set's, no formula guard
+        tables[split] = atomic_write_text(folder / f"{split}.csv", csv_text(CHEXPERT_HEADER, rows, for_spreadsheets=False))
     return CheXpertPhantom(folder, tables["train"], tables["valid"], films)
 
 
@@ -954,8 +942,6 @@ def write_phantom_chexpert(
 
 def parse_findings_option(text: str) -> tuple[str, ...]:
     """``--findings``: ``all`` or comma-separated names from ``FINDINGS`` (any case)."""
-    from cxrssl.errors import CxrsslError
-
     if text.strip().lower() == "all":
         return FINDINGS
     by_lower = {name.lower(): name for name in FINDINGS}
@@ -968,8 +954,6 @@ def parse_findings_option(text: str) -> tuple[str, ...]:
 
 def parse_prevalence_option(text: str) -> dict[str, float]:
     """``--prevalence``: ``Name=share`` pairs, comma-separated (e.g. ``Effusion=0.3,Edema=0.1``)."""
-    from cxrssl.errors import CxrsslError
-
     by_lower = {name.lower(): name for name in FINDINGS}
     shares = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):

@@ -13,10 +13,11 @@ stratification of Sechidis, Tsoumakas & Vlahavas (2011): ``multilabel_patient_fo
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from cxrssl.data.findings import finding_labels
 from cxrssl.errors import CxrsslError
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
@@ -292,9 +293,7 @@ def multilabel_patient_split(
     return [names[subset[index[p]]] for p in patient_ids]
 
 
-def patient_budget_rows(
-    patient_ids: Sequence[str], rows: Sequence[int], budgets: Sequence[int | None], seed
-) -> dict[int | None, np.ndarray]:
+def patient_budget_rows(patient_ids: Sequence[str], rows: Sequence[int], budgets: Sequence[int | None], seed) -> dict[int | None, np.ndarray]:
     """For each budget, the rows of ``budget`` patients drawn from ``rows`` (all their images).
 
     The label budgets of a multi-label task, where a patient has no single class: a
@@ -318,3 +317,12 @@ def patient_budget_rows(
         chosen = set(order if budget is None else order[:budget])
         drawn[budget] = rows[np.array([p in chosen for p in patients], dtype=bool)]
     return drawn
+
+
+def split_manifest(manifest, fractions: dict[str, float] | None = None, seed: int = 0) -> list[str]:
+    """The split of ``cxrssl split``: patient-grouped, stratified by label, or over the findings
+    when the manifest holds findings and no label."""
+    findings = finding_labels(manifest)
+    if findings is not None and not any(manifest.labels):
+        return multilabel_patient_split(manifest.patient_keys, findings.values, fractions or DEFAULT_FRACTIONS, seed)
+    return patient_grouped_split(manifest.patient_keys, manifest.labels, fractions or DEFAULT_FRACTIONS, seed)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from cxrssl.data.images import ImageSet, open_image_set, open_source, source_rows
+from cxrssl.data.images import manifest_of, open_data, open_image_set
+from cxrssl.data.imageset import ImageSet
 from cxrssl.data.manifest import Manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
+from cxrssl.eval.finetune import finetune
 from cxrssl.eval.multilabel import (
     FindingsProbeResult,
     findings_result,
@@ -24,7 +24,7 @@ from cxrssl.eval.multilabel import (
     wants_findings,
 )
 from cxrssl.eval.probe import ProbeResult, ProbeSettings, binary_targets, probe_split, run_probe
-from cxrssl.fileio import atomic_write_text
+from cxrssl.fileio import atomic_write_text, csv_text
 
 
 def load_task(data: str | Path | Manifest, image_size: int, progress: bool = True, settings: ProbeSettings = ProbeSettings()) -> ImageSet:
@@ -33,8 +33,8 @@ def load_task(data: str | Path | Manifest, image_size: int, progress: bool = Tru
     Labelled means a class in ``label``, or, for a task evaluated per finding
     (``eval.multilabel.wants_findings``), at least one labelled finding.
     """
-    source = open_source(data)
-    manifest = source_rows(source)
+    source = open_data(data)
+    manifest = manifest_of(source)
     if wants_findings(manifest, settings):
         labelled = list(findings_task(manifest, settings).labelled_rows())
         what = "a labelled finding"
@@ -67,7 +67,9 @@ def pretext_label(spec: BackboneSpec) -> str:
     return f"{share}, epoch {spec.epoch}"
 
 
-def evaluate_backbone(spec: BackboneSpec, task: ImageSet, settings: ProbeSettings = ProbeSettings(), progress: bool = True) -> ProbeResult | FindingsProbeResult:
+def evaluate_backbone(
+    spec: BackboneSpec, task: ImageSet, settings: ProbeSettings = ProbeSettings(), progress: bool = True
+) -> ProbeResult | FindingsProbeResult:
     """Frozen features (cached) -> the probe protocol of ``eval.probe``, or of ``eval.multilabel`` per finding."""
     features = features_for(spec, task, progress=progress)
     manifest = task.manifest
@@ -97,23 +99,19 @@ def write_predictions(result: ProbeResult | FindingsProbeResult, task: ImageSet,
     """Per-image test predictions, for review: path, patient, label, score, prediction (per finding: truth, P, predicted)."""
     if isinstance(result, FindingsProbeResult):
         return _write_finding_predictions(result, task, out_path)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "patient_id", "label", f"p_{result.positive}", "predicted", "correct"])
+    lines = []
     for row_index, score in zip(result.test_indices, result.test_scores):
         row = task.manifest.rows[row_index]
         predicted = result.positive if score >= 0.5 else result.negative
-        writer.writerow([row.path, row.patient_id, row.label, f"{score:.6f}", predicted, int(predicted == row.label)])
-    return atomic_write_text(out_path, buffer.getvalue())
+        lines.append([row.path, row.patient_id, row.label, f"{score:.6f}", predicted, int(predicted == row.label)])
+    return atomic_write_text(out_path, csv_text(["path", "patient_id", "label", f"p_{result.positive}", "predicted", "correct"], lines))
 
 
 def _write_finding_predictions(result: FindingsProbeResult, task: ImageSet, out_path: str | Path) -> Path:
     fit = result.fit
     findings = findings_task(task.manifest, ProbeSettings(findings=fit.names))
     fitted = [name for name in fit.names if name in fit.thresholds]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "patient_id", *(f"{kind}_{name}" for name in fitted for kind in ("true", "p", "predicted"))])
+    lines = []
     for position, row_index in enumerate(result.test_indices):
         row = task.manifest.rows[row_index]
         cells = []
@@ -121,24 +119,44 @@ def _write_finding_predictions(result: FindingsProbeResult, task: ImageSet, out_
             j = fit.names.index(name)
             truth, score = findings.targets[row_index, j], fit.test_scores[position, j]
             cells += ["" if np.isnan(truth) else int(truth), f"{score:.6f}", int(score >= fit.thresholds[name])]
-        writer.writerow([row.path, row.patient_id, *cells])
-    return atomic_write_text(out_path, buffer.getvalue())
+        lines.append([row.path, row.patient_id, *cells])
+    header = ["path", "patient_id", *(f"{kind}_{name}" for name in fitted for kind in ("true", "p", "predicted"))]
+    return atomic_write_text(out_path, csv_text(header, lines))
 
 
-def finetune_findings_backbone(spec, task: ImageSet, task_source, settings: ProbeSettings, finetune_settings, output, dataset=None, label=None, progress=True):
+def finetune_findings_backbone(
+    spec, task: ImageSet, task_source, settings: ProbeSettings, finetune_settings, output, dataset=None, label=None, progress=True
+):
     """``finetune_backbone`` for a task evaluated per finding: one output per finding, the same split and tables as its probe."""
     findings = findings_task(task.manifest, settings)
     train, test, source, purged = findings_split(findings, settings.seed, settings.split_policy)
     output = Path(output)
-    fit, tuned = finetune_findings(spec, task, findings, train, test, replace(finetune_settings, seed=settings.seed), settings.min_patients,
-                                   output.with_name(output.stem + "_state"), progress)  # fmt: skip
+    fit, tuned = finetune_findings(
+        spec,
+        task,
+        findings,
+        train,
+        test,
+        replace(finetune_settings, seed=settings.seed),
+        settings.min_patients,
+        output.with_name(output.stem + "_state"),
+        progress,
+    )
     try:
         result = findings_result(findings, fit, train, test, source, purged, settings)
     except CxrsslError as error:
         raise CxrsslError(f"{task_source}: {error}") from None
     payload = result_payload(spec, task_source, result, dataset, label or f"{pretext_label(spec)}, fine-tuned")
-    payload.update({"method": "finetune", "chosen_epoch": tuned.chosen_epoch, "val_auc": tuned.val_auc, "n_fit": tuned.n_fit, "n_val": tuned.n_val,
-                    "finetune": finetune_settings.to_dict()})  # fmt: skip
+    payload.update(
+        {
+            "method": "finetune",
+            "chosen_epoch": tuned.chosen_epoch,
+            "val_auc": tuned.val_auc,
+            "n_fit": tuned.n_fit,
+            "n_val": tuned.n_val,
+            "finetune": finetune_settings.to_dict(),
+        }
+    )
     return result, tuned, payload
 
 
@@ -158,8 +176,6 @@ def finetune_backbone(
     Returns the ProbeResult-shaped result (for predictions and tables), the FinetuneFit
     and the payload that ``finetune.json`` holds.
     """
-    from cxrssl.eval.finetune import finetune
-
     manifest = task.manifest
     targets, positive, negative = binary_targets(manifest.labels, settings.positive)
     split = probe_split(manifest.patient_keys, manifest.labels, manifest.splits, settings.seed, settings.split_policy)
@@ -168,11 +184,42 @@ def finetune_backbone(
     except CxrsslError as error:
         raise CxrsslError(f"{task_source}: {error}") from None
     output = Path(output)
-    fit = finetune(spec, task, targets, manifest.patient_keys, split.train, split.test, replace(finetune_settings, seed=settings.seed),
-                   settings.bootstrap, output.with_name(output.stem + "_state"), progress)  # fmt: skip
-    result = ProbeResult(positive, negative, None, {}, fit.metrics, fit.intervals, fit.confusion, len(split.train), len(split.test), split.source,
-                         (split.purged_images, split.purged_patients), fit.test_scores, split.test)  # fmt: skip
+    fit = finetune(
+        spec,
+        task,
+        targets,
+        manifest.patient_keys,
+        split.train,
+        split.test,
+        replace(finetune_settings, seed=settings.seed),
+        settings.bootstrap,
+        output.with_name(output.stem + "_state"),
+        progress,
+    )
+    result = ProbeResult(
+        positive,
+        negative,
+        None,
+        {},
+        fit.metrics,
+        fit.intervals,
+        fit.confusion,
+        len(split.train),
+        len(split.test),
+        split.origin,
+        (split.purged_images, split.purged_patients),
+        fit.test_scores,
+        split.test,
+    )
     payload = result_payload(spec, task_source, result, dataset, label or f"{pretext_label(spec)}, fine-tuned")
-    payload.update({"method": "finetune", "chosen_epoch": fit.chosen_epoch, "val_auc": fit.val_auc, "n_fit": fit.n_fit, "n_val": fit.n_val,
-                    "finetune": finetune_settings.to_dict()})  # fmt: skip
+    payload.update(
+        {
+            "method": "finetune",
+            "chosen_epoch": fit.chosen_epoch,
+            "val_auc": fit.val_auc,
+            "n_fit": fit.n_fit,
+            "n_val": fit.n_val,
+            "finetune": finetune_settings.to_dict(),
+        }
+    )
     return result, fit, payload

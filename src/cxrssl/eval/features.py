@@ -12,6 +12,16 @@ content, or the architecture and seed of a random initialisation), the images (t
 decoded pixels and paths, in order) and the image size. Repeated probes, sweeps and
 tables then reuse them. The cache lives in ``$CXRSSL_CACHE/features`` (default
 ``~/.cache/cxrssl/features``); deleting it is always safe.
+
+Each cached file holds, besides the features, the full text of its key and, stored
+last, a SHA-256 digest of the key and of the features' dtype, shape and bytes. A file
+whose digest, key, shape or values do not check out (a torn write, a file replaced by
+other numbers, another backbone's features) is never used: the features are computed
+again, a warning naming the file goes to stderr, and the file is rewritten.
+
+Features that hold NaN or infinite values (a backbone with damaged or diverged weights)
+are refused where they are made, with one line naming the backbone, before any probe or
+fine-tune reaches scikit-learn or torch with them.
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cxrssl.checkpoint import load_backbone, read_metadata
-from cxrssl.data.images import ImageSet
+from cxrssl.checkpoint import MAX_IMAGE_SIZE, load_backbone, read_metadata
+from cxrssl.data.imageset import ImageSet
 from cxrssl.errors import CxrsslError
 from cxrssl.fileio import atomic_save_npz
 from cxrssl.hardware import resolve_device
@@ -99,11 +110,15 @@ class BackboneSpec:
     readout: str = "last"  # which features the probe reads: READOUTS
 
     def __post_init__(self):
+        if type(self.image_size) is not int or not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise CxrsslError(
+                f"--image-size {self.image_size!r}: must be a whole number of pixels from 1 to {MAX_IMAGE_SIZE} (what a saved model or checkpoint may hold)"
+            )
         if self.readout not in READOUTS:
             raise CxrsslError(f"unknown readout {self.readout!r}; choose one of {', '.join(READOUTS)}")
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> "BackboneSpec":
+    def from_checkpoint(cls, path: str | Path) -> BackboneSpec:
         path = Path(path)
         if not path.is_file():
             raise CxrsslError(f"{path}: no such checkpoint; pass the .json file of a checkpoint in a run's checkpoints/ folder")
@@ -112,12 +127,12 @@ class BackboneSpec:
         return cls(metadata["arch"], int(metadata["image_size"]), path, epoch=int(metadata["epoch"]), pretext_fraction=fraction)
 
     @classmethod
-    def random(cls, arch: str, image_size: int, seed: int = 0, readout: str = "last") -> "BackboneSpec":
+    def random(cls, arch: str, image_size: int, seed: int = 0, readout: str = "last") -> BackboneSpec:
         build_backbone(arch)  # validates the name before any image is decoded
         return cls(arch, image_size, None, seed, readout=readout)
 
     @classmethod
-    def from_init(cls, init: str, arch: str, image_size: int, seed: int = 0) -> "BackboneSpec":
+    def from_init(cls, init: str, arch: str, image_size: int, seed: int = 0) -> BackboneSpec:
         """``--init``: random, imagenet, or a weights file / checkpoint to start from."""
         if init == "random":
             return cls.random(arch, image_size, seed)
@@ -180,18 +195,69 @@ def feature_cache_dir() -> Path:
     return Path(os.environ.get("CXRSSL_CACHE", Path.home() / ".cache" / "cxrssl")) / "features"
 
 
-def features_for(spec: BackboneSpec, images: ImageSet, progress: bool = False, use_cache: bool = True) -> np.ndarray:
-    """Features of ``images`` under ``spec``, from the cache when they were computed before."""
+def feature_key(spec: BackboneSpec, images: ImageSet) -> str:
+    """The full text of what the features of ``images`` under ``spec`` depend on: extraction, backbone, readout, images."""
     readout = "" if spec.readout == "last" else f"|readout {spec.readout}"  # the last-stage keys are those from before readouts existed
-    key = hashlib.sha256(f"{FEATURE_VERSION}|{spec.identity()}{readout}|{images.digest}".encode()).hexdigest()[:32]
-    path = feature_cache_dir() / f"{key}.npz"
-    if use_cache and path.is_file():
-        with np.load(path) as stored:
-            if stored["features"].shape[0] == len(images):
-                return stored["features"]
-    features = extract_features(spec.build_reader(), images, progress=progress)
+    return f"{FEATURE_VERSION}|{spec.identity()}{readout}|{images.digest}"
+
+
+def cache_digest(key: str, features: np.ndarray) -> str:
+    """SHA-256 of a cache entry: its key, then the features' dtype, shape and bytes."""
+    digest = hashlib.sha256(key.encode())
+    digest.update(f"|{features.dtype.str}|{features.shape}|".encode())
+    digest.update(np.ascontiguousarray(features).tobytes())
+    return digest.hexdigest()
+
+
+def read_cached_features(path: Path, key: str, count: int) -> np.ndarray | None:
+    """The features stored at ``path`` when they are whole and are ``key``'s; None (and a warning on stderr) when damaged."""
+    if not path.is_file():
+        return None
+    problem = None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if not {"features", "key", "digest"} <= set(stored.files):
+                problem = "it lacks its key or digest (written by an older cxrssl, or torn)"
+            else:
+                features, stored_key, digest = stored["features"], str(stored["key"]), str(stored["digest"])
+                if stored_key != key:
+                    problem = "it holds the features of another backbone or other images"
+                elif features.dtype != np.float32 or features.ndim != 2 or features.shape[0] != count:
+                    problem = f"its features are {features.dtype} {features.shape}, not float32 for {count} images"
+                elif cache_digest(key, features) != digest:
+                    problem = "its features do not match their recorded digest"
+                elif not np.isfinite(features).all():
+                    problem = "its features hold NaN or infinite values"
+                else:
+                    return features
+    except Exception as error:  # noqa: BLE001 - any unreadable bytes (zip, npy header, pickle refused) mean: recompute
+        problem = f"it cannot be read ({type(error).__name__})"
+    print(f"warning: {path}: cached features not used, {problem}; computing them again", file=sys.stderr)
+    return None
+
+
+def require_finite_features(features: np.ndarray, spec: BackboneSpec) -> np.ndarray:
+    """Refuse features with NaN or infinite values, naming the backbone: they come from damaged or diverged weights."""
+    if features.size and not np.isfinite(features).all():
+        bad = int((~np.isfinite(features)).any(axis=1).sum())
+        raise CxrsslError(
+            f"{spec.description}: its features of {bad} of {len(features)} images hold NaN or infinite values; "
+            f"its weights are damaged or its training diverged, use another checkpoint"
+        )
+    return features
+
+
+def features_for(spec: BackboneSpec, images: ImageSet, progress: bool = False, use_cache: bool = True) -> np.ndarray:
+    """Features of ``images`` under ``spec``, from the cache when they were computed before and check out."""
+    key = feature_key(spec, images)
+    path = feature_cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
     if use_cache:
-        atomic_save_npz(path, features=features)
+        cached = read_cached_features(path, key, len(images))
+        if cached is not None:
+            return cached
+    features = require_finite_features(extract_features(spec.build_reader(), images, progress=progress), spec)
+    if use_cache:  # the digest is the last entry written
+        atomic_save_npz(path, features=features, key=np.array(key), digest=np.array(cache_digest(key, features)))
     return features
 
 

@@ -49,8 +49,8 @@ stragglers. Everything runs in torch on the CPU threads torch is set to use
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -3,8 +3,12 @@
 ``cxrssl probe --save-model DIR`` writes ``DIR/model.json`` and ``DIR/model.safetensors``
 in the checkpoint format (``checkpoint.py``): the backbone's weights, and the probe as
 plain tensors (the scaler's mean and scale, the coefficients and the intercept).
-Class names, the decision threshold and where the backbone came from are JSON.
-Loading one never unpickles anything, unlike a joblib'd scikit-learn pipeline.
+Class names, the decision threshold and a description of the backbone (the checkpoint
+or initialisation it came from) are JSON. Loading one never unpickles anything, unlike
+a joblib'd scikit-learn pipeline, and checks every value read before it is used: class
+and finding names (distinct, non-empty text of bounded length and count), thresholds
+(finite, within 0-1), probe tensors (finite, of the shapes the architecture's feature
+width and the names imply) and the backbone's weights (finite, of its architecture).
 
 The probe is also a torch layer: standardising then applying the coefficients is one
 affine map, folded into a single ``nn.Linear`` so that Grad-CAM can take gradients
@@ -24,8 +28,12 @@ from torch import nn
 from cxrssl.checkpoint import CheckpointError, backbone_from_tensors, checkpoint_metadata, load_tensors, save_weights
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.probe import ProbeResult
+from cxrssl.models import feature_dim
 
 MODEL_FILE = "model.json"
+MAX_NAME_LENGTH = 200  # characters of a class or finding name
+MAX_FINDINGS = 1000
+MAX_DESCRIPTION_LENGTH = 4096
 
 
 @dataclass
@@ -40,7 +48,7 @@ class LinearProbe:
     c: float = float("nan")
 
     @classmethod
-    def from_pipeline(cls, pipeline: Pipeline, positive: str, negative: str, c: float) -> "LinearProbe":
+    def from_pipeline(cls, pipeline: Pipeline, positive: str, negative: str, c: float) -> LinearProbe:
         scaler, regression = pipeline[0], pipeline[-1]
         return cls(scaler.mean_.copy(), scaler.scale_.copy(), regression.coef_[0].copy(), float(regression.intercept_[0]), positive, negative, c=c)
 
@@ -103,13 +111,15 @@ class SavedModel:
     probe: LinearProbe | FindingsModel  # binary, or one output per finding
     arch: str
     image_size: int
-    source: str  # the checkpoint (or random init) the backbone came from
+    backbone_description: str  # the checkpoint (or initialisation) the backbone came from, as text for people
 
     def as_module(self) -> ProbeModel:
         return ProbeModel(self.backbone, self.probe.folded()).eval()
 
 
-def save_model(folder: str | Path, backbone: nn.Module, probe: LinearProbe | FindingsModel, arch: str, image_size: int, source: str, metrics: dict) -> Path:
+def save_model(
+    folder: str | Path, backbone: nn.Module, probe: LinearProbe | FindingsModel, arch: str, image_size: int, backbone_description: str, metrics: dict
+) -> Path:
     folder = Path(folder)
     tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     names = ("mean", "scale", "coef", "intercept", "thresholds", "c") if isinstance(probe, FindingsModel) else ("mean", "scale", "coef")
@@ -120,7 +130,9 @@ def save_model(folder: str | Path, backbone: nn.Module, probe: LinearProbe | Fin
     else:
         tensors["probe.intercept"] = torch.tensor([probe.intercept], dtype=torch.float64)
         details = {"positive": probe.positive, "negative": probe.negative, "threshold": probe.threshold, "c": probe.c}
-    metadata = checkpoint_metadata(arch, image_size, 0, {}, kind="probe-model", source=source, probe=details, test_metrics=metrics)
+    metadata = checkpoint_metadata(
+        arch, image_size, 0, {}, kind="probe-model", backbone_description=backbone_description, probe=details, test_metrics=metrics
+    )
     return save_weights(folder / MODEL_FILE, tensors, metadata)
 
 
@@ -132,43 +144,82 @@ def load_model(folder: str | Path) -> SavedModel:
     tensors, metadata = load_tensors(path)
     if metadata.get("kind") != "probe-model":
         raise CxrsslError(f"{path}: is a pretraining checkpoint, not a saved model; make one with `cxrssl probe --save-model DIR`")
-    backbone = backbone_from_tensors(tensors, metadata["arch"], path)
+    backbone = backbone_from_tensors(tensors, metadata["arch"], path)  # shapes of its arch, finite weights
+    width = feature_dim(metadata["arch"])
     try:
         details = metadata["probe"]
-        if "findings" in details:
-            probe = _findings_probe(tensors, details)
-            return SavedModel(backbone, probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
-        probe = LinearProbe(
-            *(tensors[f"probe.{name}"].numpy() for name in ("mean", "scale", "coef")),
-            float(tensors["probe.intercept"][0]),
-            details["positive"],
-            details["negative"],
-            float(details["threshold"]),
-            float(details["c"]),
-        )
-    except (KeyError, TypeError, ValueError, IndexError) as error:
-        raise CheckpointError(f"{path}: the saved probe is incomplete ({type(error).__name__}: {error}); the file is damaged, save the model again with `cxrssl probe --save-model DIR`") from None
-    return SavedModel(backbone, probe, metadata["arch"], int(metadata["image_size"]), metadata["source"])
+        if not isinstance(details, dict):
+            raise TypeError(f"the probe's record is {type(details).__name__}, not an object")
+        description = metadata.get("backbone_description", metadata.get("source"))  # "source": models saved before the rename
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
+            raise ValueError("the backbone's description is not text of bounded length")
+        probe = _findings_probe(tensors, details, width) if "findings" in details else _binary_probe(tensors, details, width)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path}: the saved probe is incomplete ({type(error).__name__}: {_one_line(error)}); the file is damaged, save the model again with `cxrssl probe --save-model DIR`"
+        ) from None
+    return SavedModel(backbone, probe, metadata["arch"], metadata["image_size"], description)
 
 
-def _findings_probe(tensors: dict, details: dict) -> FindingsModel:
-    """The per-finding probe of a saved model, its shapes checked against its finding names."""
-    found = details["findings"]
-    if not isinstance(found, list) or not found or not all(isinstance(n, str) and n.strip() and "|" not in n for n in found) or len(set(found)) != len(found):
-        raise ValueError(f"the finding names {found!r} are not a list of distinct, non-empty names")
-    names = tuple(found)
-    values = {name: tensors[f"probe.{name}"].double().numpy() for name in ("mean", "scale", "coef", "intercept", "thresholds", "c")}
-    count, width = len(names), values["mean"].shape[0]
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _names(found, what: str) -> tuple[str, ...]:
+    """Class or finding names as read: a list of distinct, non-empty strings of bounded length and count."""
+    if not isinstance(found, list) or not 1 <= len(found) <= MAX_FINDINGS:
+        raise ValueError(f"the {what} {str(found)[:80]!r} are not a list of 1 to {MAX_FINDINGS} names")
+    if not all(isinstance(n, str) and n.strip() and "|" not in n and len(n) <= MAX_NAME_LENGTH for n in found) or len(set(found)) != len(found):
+        raise ValueError(f"the {what} {str(found)[:80]!r} are not distinct, non-empty names of at most {MAX_NAME_LENGTH} characters")
+    return tuple(found)
+
+
+def _tensor(tensors: dict, name: str) -> np.ndarray:
+    value = tensors[f"probe.{name}"]
+    if not value.is_floating_point():
+        raise TypeError(f"probe tensor {name} is {value.dtype}, not floating point")
+    return value.double().numpy()
+
+
+def _binary_probe(tensors: dict, details: dict, width: int) -> LinearProbe:
+    """The two-class probe of a saved model: names, threshold and tensors checked against the backbone's feature width."""
+    positive, negative = _names([details["positive"], details["negative"]], "class names")
+    threshold, c = details["threshold"], details["c"]
+    if type(threshold) not in (int, float) or not 0 <= threshold <= 1:  # NaN fails the comparison too
+        raise ValueError(f"the threshold {threshold!r} is not a number within 0-1")
+    if type(c) not in (int, float):
+        raise ValueError(f"the regularisation C {c!r} is not a number")
+    values = {name: _tensor(tensors, name) for name in ("mean", "scale", "coef", "intercept")}
+    _require_shapes(values, {"mean": (width,), "scale": (width,), "coef": (width,), "intercept": (1,)}, "two classes")
+    _require_possible(values, ("mean", "scale", "coef", "intercept"))
+    return LinearProbe(values["mean"], values["scale"], values["coef"], float(values["intercept"][0]), positive, negative, float(threshold), float(c))
+
+
+def _findings_probe(tensors: dict, details: dict, width: int) -> FindingsModel:
+    """The per-finding probe of a saved model, its shapes checked against its finding names and the backbone's feature width."""
+    names = _names(details["findings"], "finding names")
+    values = {name: _tensor(tensors, name) for name in ("mean", "scale", "coef", "intercept", "thresholds", "c")}
+    count = len(names)
     expected = {"mean": (width,), "scale": (width,), "coef": (count, width), "intercept": (count,), "thresholds": (count,), "c": (count,)}
+    _require_shapes(values, expected, f"{count} findings")
+    _require_possible(values, ("mean", "scale", "coef", "intercept", "thresholds"))
+    if ((values["thresholds"] < 0) | (values["thresholds"] > 1)).any():
+        raise ValueError("probe tensors thresholds (outside 0-1) hold impossible values")
+    return FindingsModel(names, values["mean"], values["scale"], values["coef"], values["intercept"], values["thresholds"], values["c"])
+
+
+def _require_shapes(values: dict, expected: dict, what: str) -> None:
     wrong = [f"{name} {values[name].shape} (expected {shape})" for name, shape in expected.items() if values[name].shape != shape]
     if wrong:
-        raise ValueError(f"probe tensors {', '.join(wrong)} do not fit {count} findings")
-    bad = [name for name in ("mean", "scale", "coef", "intercept", "thresholds") if not np.isfinite(values[name]).all()]
+        raise ValueError(f"probe tensors {', '.join(wrong)} do not fit {what} on {expected['mean'][0]} features")
+
+
+def _require_possible(values: dict, finite: tuple[str, ...]) -> None:
+    bad = [name for name in finite if not np.isfinite(values[name]).all()]
     bad += ["scale (not positive)"] if (values["scale"] <= 0).any() else []
-    bad += ["thresholds (outside 0-1)"] if ((values["thresholds"] < 0) | (values["thresholds"] > 1)).any() else []
     if bad:
         raise ValueError(f"probe tensors {', '.join(bad)} hold impossible values")
-    return FindingsModel(names, values["mean"], values["scale"], values["coef"], values["intercept"], values["thresholds"], values["c"])
 
 
 def save_probe_model(folder: str | Path, spec, result) -> Path:

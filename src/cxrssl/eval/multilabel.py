@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from cxrssl.data.findings import FindingLabels, finding_labels
+from cxrssl.data.findings import finding_labels
 from cxrssl.data.manifest import Manifest
 from cxrssl.data.splits import multilabel_patient_folds, multilabel_patient_split
 from cxrssl.eval.finetune import finetune
@@ -85,7 +84,9 @@ def findings_task(manifest: Manifest, settings: ProbeSettings) -> FindingsTask:
             f"or add a findings column (see the manifest format)"
         )
     if settings.positive is not None:
-        raise ProbeError(f"{manifest.name}: --positive {settings.positive!r} names the disease class of a binary task; this one is evaluated per finding (choose findings with --findings)")
+        raise ProbeError(
+            f"{manifest.name}: --positive {settings.positive!r} names the disease class of a binary task; this one is evaluated per finding (choose findings with --findings)"
+        )
     if settings.findings:
         labels = labels.subset(settings.findings)
     return FindingsTask(labels.names, labels.values.astype(float), np.asarray(manifest.patient_keys, dtype=object), tuple(manifest.splits))
@@ -201,7 +202,9 @@ def left_out_findings(task: FindingsTask, train_rows: np.ndarray, test_rows: np.
     return excluded
 
 
-def finding_metrics(task: FindingsTask, test_rows: np.ndarray, scores: np.ndarray, thresholds: dict[str, float], names) -> dict[str, dict[str, float]]:
+def finding_metrics(
+    task: FindingsTask, test_rows: np.ndarray, scores: np.ndarray, thresholds: dict[str, float], names
+) -> dict[str, dict[str, float]]:
     """ACC/AUC/SEN/SPE/F1 of each finding in ``names`` on its labelled test images, at its threshold."""
     metrics = {}
     for name in names:
@@ -224,7 +227,9 @@ def finetune_findings(spec, images, task: FindingsTask, train_rows, test_rows, f
     trained = [j for j, name in enumerate(task.names) if not excluded.get(name, "").startswith("training")]
     if not trained:
         raise ProbeError("no finding has enough labelled patients in the training part to fine-tune; add labelled patients or lower --min-patients")
-    tuned = finetune(spec, images, task.targets[:, trained], task.patients, train_rows, test_rows, finetune_settings, work_dir=work_dir, progress=progress)
+    tuned = finetune(
+        spec, images, task.targets[:, trained], task.patients, train_rows, test_rows, finetune_settings, work_dir=work_dir, progress=progress
+    )
     scores = np.full((len(test_rows), len(task.names)), np.nan)
     scores[:, trained] = tuned.test_scores
     thresholds = {task.names[j]: float(t) for j, t in zip(trained, tuned.thresholds)}
@@ -291,8 +296,10 @@ class FindingsProbeResult:
 def findings_split(task: FindingsTask, seed: int = 0, policy: str = "refuse") -> tuple[np.ndarray, np.ndarray, str, tuple[int, int]]:
     """(train rows, test rows, where the split came from, purged images/patients): the manifest's test part, or 70/10/20 stratified over findings."""
     patients = list(task.patients)
-    split = split_parts(patients, task.splits, lambda: multilabel_patient_split(patients, task.targets, seed=seed), "patient_grouped_multilabel_70_10_20", policy)
-    return split.train, split.test, split.source, (split.purged_images, split.purged_patients)
+    split = split_parts(
+        patients, task.splits, lambda: multilabel_patient_split(patients, task.targets, seed=seed), "patient_grouped_multilabel_70_10_20", policy
+    )
+    return split.train, split.test, split.origin, (split.purged_images, split.purged_patients)
 
 
 def finding_intervals(
@@ -323,13 +330,15 @@ def _percentile(draws: np.ndarray) -> tuple[float, float]:
 
 def run_findings_probe(features: np.ndarray, task: FindingsTask, settings: ProbeSettings = ProbeSettings()) -> FindingsProbeResult:
     """The whole protocol per finding, from features to test metrics with 95 % CIs."""
-    train, test, source, purged = findings_split(task, settings.seed, settings.split_policy)
+    train, test, split_origin, purged = findings_split(task, settings.seed, settings.split_policy)
     if len(train) == 0 or len(test) == 0:
         raise ProbeError("the split leaves no training or no test images; the task is too small for the probe")
-    return findings_result(task, fit_and_score_findings(features, task, train, test, settings), train, test, source, purged, settings)
+    return findings_result(task, fit_and_score_findings(features, task, train, test, settings), train, test, split_origin, purged, settings)
 
 
-def findings_result(task: FindingsTask, fit: FindingsFit, train, test, source: str, purged: tuple[int, int], settings: ProbeSettings) -> FindingsProbeResult:
+def findings_result(
+    task: FindingsTask, fit: FindingsFit, train, test, split_origin: str, purged: tuple[int, int], settings: ProbeSettings
+) -> FindingsProbeResult:
     """A probe's or fine-tune's FindingsFit on one split as the result the verbs write: intervals and per-finding patient counts."""
     if not fit.scored:
         reasons = "; ".join(f"{name}: {why}" for name, why in fit.excluded.items())
@@ -343,4 +352,4 @@ def findings_result(task: FindingsTask, fit: FindingsFit, train, test, source: s
             "test_positive_patients": int(len(set(task.patients[test][truth == 1]))),
             "train_positive_patients": int(len(set(task.patients[train][task.targets[train, j] == 1]))),
         }
-    return FindingsProbeResult(fit, intervals, macro, counts, len(train), len(test), source, test, purged)
+    return FindingsProbeResult(fit, intervals, macro, counts, len(train), len(test), split_origin, test, purged)

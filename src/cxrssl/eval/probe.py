@@ -15,8 +15,8 @@ test rows, which ``eval.compare`` runs on every fold and label budget.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -85,9 +85,7 @@ def binary_targets(labels: Sequence[str], positive: str | None = None) -> tuple[
 
 
 def make_classifier(c: float, seed: int = 0) -> Pipeline:
-    return make_pipeline(
-        StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
-    )
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed))
 
 
 def cross_validated_auc(
@@ -145,7 +143,9 @@ class ProbeSettings:
     folds: int = 5  # cross-validation folds for choosing C
     c_grid: tuple[float, ...] = C_GRID
     split_policy: str = "refuse"  # a patient in the training and test parts of the manifest's split: "refuse" or "purge"
-    findings: tuple[str, ...] | None = None  # per-finding evaluation (eval.multilabel): the findings to keep, () = all; None: when the task has no binary label
+    findings: tuple[str, ...] | None = (
+        None  # per-finding evaluation (eval.multilabel): the findings to keep, () = all; None: when the task has no binary label
+    )
     min_patients: int = 5  # per finding: positive and negative labelled test patients it needs to be scored (eval.multilabel)
 
     def __post_init__(self):
@@ -168,12 +168,12 @@ class ProbeSplit:
 
     train: np.ndarray
     test: np.ndarray
-    source: str  # "manifest" or "patient_grouped_70_10_20"
+    origin: str  # which split: the manifest's own ("manifest") or one drawn here ("patient_grouped_70_10_20")
     purged_images: int = 0  # training-part images dropped because their patient is in the test part
     purged_patients: int = 0
 
     def to_dict(self) -> dict:
-        return {"split_source": self.source, "purged_images": self.purged_images, "purged_patients": self.purged_patients}
+        return {"split_source": self.origin, "purged_images": self.purged_images, "purged_patients": self.purged_patients}
 
     def require_both_classes(self, targets: np.ndarray, positive: str, negative: str) -> None:
         for name, rows in (("training", self.train), ("test", self.test)):
@@ -206,12 +206,12 @@ def split_parts(patients: Sequence[str], splits: Sequence[str], make_split, made
     """
     splits = list(splits)
     if has_test_split(splits):
-        source = "manifest"
+        origin = "manifest"
     else:
-        splits, source = make_split(), made
+        splits, origin = make_split(), made
     parts = ["train" if s in ("train", "val") else s for s in splits]
     purged_images = purged_patients = 0
-    if policy == "purge" and source == "manifest":
+    if policy == "purge" and origin == "manifest":
         in_test = {p for p, part in zip(patients, parts) if part == "test"}
         crossing = {p for p, part in zip(patients, parts) if part == "train" and p in in_test}
         purged_images = sum(1 for p, part in zip(patients, parts) if part == "train" and p in crossing)
@@ -223,7 +223,7 @@ def split_parts(patients: Sequence[str], splits: Sequence[str], make_split, made
         raise PatientLeakError(f"{error}, or pass --split-policy purge to keep the test part and drop those patients' training images") from None
     train = np.array([i for i, s in enumerate(parts) if s == "train"], dtype=int)
     test = np.array([i for i, s in enumerate(parts) if s == "test"], dtype=int)
-    return ProbeSplit(train, test, source, purged_images, purged_patients)
+    return ProbeSplit(train, test, origin, purged_images, purged_patients)
 
 
 @dataclass
@@ -282,7 +282,7 @@ def run_probe(
         confusion=fit.confusion,
         n_train=len(split.train),
         n_test=len(split.test),
-        split_source=split.source,
+        split_source=split.origin,
         purged=(split.purged_images, split.purged_patients),
         test_scores=fit.test_scores,
         test_indices=split.test,

@@ -23,8 +23,8 @@ hold several films of one patient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -45,7 +45,7 @@ class Estimate:
     def to_dict(self) -> dict:
         return {"value": self.value, "low": self.low, "high": self.high, "p_value": self.p_value}
 
-    def clipped(self, low: float, high: float) -> "Estimate":
+    def clipped(self, low: float, high: float) -> Estimate:
         """The interval cut to the metric's range: a t interval of a proportion can pass 0 or 1 when folds vary a lot."""
         return Estimate(self.value, min(max(self.low, low), high), max(min(self.high, high), low), self.p_value)
 

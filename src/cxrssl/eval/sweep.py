@@ -3,27 +3,25 @@
 The paper saw the pretext loss flatten near epoch 25 while downstream accuracy kept
 rising; a sweep shows whether that holds for a run, and which checkpoint to keep.
 The random initialisation the run started from is probed too, as epoch 0.
+
+:func:`sweep_run` returns the sweep; ``report.sweep.write_sweep_outputs`` writes
+sweep.csv, sweep.png and sweep.json.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from scipy.stats import spearmanr
 
-from cxrssl.data.images import ImageSet
+from cxrssl.data.imageset import ImageSet
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload
 from cxrssl.eval.features import BackboneSpec
-from cxrssl.eval.metrics import METRICS
 from cxrssl.eval.multilabel import FindingsProbeResult
 from cxrssl.eval.probe import ProbeResult, ProbeSettings
-from cxrssl.fileio import atomic_write_json, atomic_write_text
-from cxrssl.report.plots import plot_sweep
 from cxrssl.run import RunFolder
 from cxrssl.ssl.monitors import MONITOR_COLUMNS
 
@@ -31,21 +29,31 @@ from cxrssl.ssl.monitors import MONITOR_COLUMNS
 @dataclass
 class Sweep:
     rows: list[dict]  # result_payload of each backbone, with its epoch
-    folder: Path  # where sweep.csv, sweep.json and sweep.png are
     specs: list[BackboneSpec]  # the random start, then every saved checkpoint
     results: list[ProbeResult]  # one per spec, fitted probe included
     monitors: dict  # per label-free monitor: its Spearman correlation with the probe AUC over the checkpoints
+    run: Path  # the run folder swept
+    task: str  # the task it was probed on, as given
+    log: list[dict]  # the run's log: pretext loss (and monitors) per epoch
+
+    @property
+    def default_folder(self) -> Path:
+        """Where the sweep's files go unless told otherwise: ``RUN/sweep_<dataset>``."""
+        return self.run / f"sweep_{self.rows[0]['dataset']}"
+
+    def to_dict(self) -> dict:
+        """What sweep.json holds."""
+        return {"run": str(self.run), "task": self.task, "rows": self.rows, "log": self.log, "monitors": self.monitors}
 
 
 def sweep_run(
     run_dir: str | Path,
     task_data: str | Path,
-    out_dir: str | Path | None = None,
     settings: ProbeSettings = ProbeSettings(),
     progress: bool = True,
     task: ImageSet | None = None,
 ) -> Sweep:
-    """Probe every checkpoint of ``run_dir`` on the task; write sweep.csv, sweep.json and sweep.png.
+    """Probe every checkpoint of ``run_dir`` on the task (nothing is written).
 
     ``task``: the task's images when the caller has decoded them already.
     """
@@ -66,15 +74,7 @@ def sweep_run(
         if progress:
             mean = " (means over the findings)" if isinstance(result, FindingsProbeResult) else ""
             print(f"epoch {spec.epoch:4d}: AUC {result.metrics['auc']:.3f}  ACC {result.metrics['accuracy']:.3f}{mean}")
-    out_dir = Path(out_dir) if out_dir else run.root / f"sweep_{rows[0]['dataset']}"
-    monitors = monitor_correlations(rows, log)
-    atomic_write_json(out_dir / "sweep.json", {"run": str(run.root), "task": str(task_data), "rows": rows, "log": log, "monitors": monitors})
-    atomic_write_text(out_dir / "sweep.csv", _sweep_csv(rows, log))
-    loss_epochs = [int(entry["epoch"]) for entry in log]
-    curves = {name: [_number(entry.get(name)) for entry in log] for name in MONITOR_COLUMNS}
-    plot_sweep(loss_epochs, [float(entry["loss"]) for entry in log], rows, out_dir / "sweep.png", title=f"{run.root.name} on {rows[0]['dataset']}",
-               monitors={name: values for name, values in curves.items() if any(math.isfinite(v) for v in values)})  # fmt: skip
-    return Sweep(rows, out_dir, specs, results, monitors)
+    return Sweep(rows, specs, results, monitor_correlations(rows, log), run.root, str(task_data), log)
 
 
 def _number(text) -> float:
@@ -82,6 +82,12 @@ def _number(text) -> float:
         return float(text)
     except (TypeError, ValueError):
         return math.nan
+
+
+def monitor_curves(log: list[dict]) -> dict[str, list[float]]:
+    """Each label-free monitor the run logged, per epoch of the log (NaN where an epoch has none)."""
+    curves = {name: [_number(entry.get(name)) for entry in log] for name in MONITOR_COLUMNS}
+    return {name: values for name, values in curves.items() if any(math.isfinite(v) for v in values)}
 
 
 def monitor_correlations(rows: list[dict], log: list[dict]) -> dict:
@@ -99,21 +105,3 @@ def monitor_correlations(rows: list[dict], log: list[dict]) -> dict:
             rho = float(spearmanr(*zip(*pairs)).statistic)
             found[name] = {"spearman_with_auc": rho, "checkpoints": len(pairs)}
     return found
-
-
-def _sweep_csv(rows: list[dict], log: list[dict]) -> str:
-    at = {int(entry["epoch"]): entry for entry in log}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    header = ["epoch", "pretext_loss", *MONITOR_COLUMNS, "chosen_c"]
-    for metric in METRICS:
-        header += [metric, f"{metric}_low", f"{metric}_high"]
-    writer.writerow(header)
-    for row in rows:
-        entry = at.get(row["epoch"], {})
-        line = [row["epoch"], entry.get("loss", ""), *(entry.get(name, "") for name in MONITOR_COLUMNS), row.get("chosen_c", "per finding")]
-        for metric in METRICS:
-            low, high = row["intervals_95"].get(metric, (float("nan"), float("nan")))  # none with --bootstrap 0
-            line += [f"{row['metrics'][metric]:.4f}", f"{low:.4f}", f"{high:.4f}"]
-        writer.writerow(line)
-    return buffer.getvalue()

@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrssl.data.images import ImageSet
+from cxrssl.data.imageset import ImageSet
+from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.model import LinearProbe, ProbeModel
-from cxrssl.errors import CxrsslError
 from cxrssl.eval.multilabel import FindingsProbeResult, findings_task
 from cxrssl.eval.probe import ProbeResult, ProbeSettings
 from cxrssl.explain.gradcam import gradcam_maps, last_conv_block, overlay
-from cxrssl.report.plots import plt
+from cxrssl.plotting import plot_text, plt, save_figure
 
 
 @dataclass
@@ -53,16 +53,13 @@ def heatmap_grid(model: ProbeModel, images: ImageSet, picks: list[Pick], out_pat
         heat = gradcam_maps(model, last_conv_block(model.backbone), pixels, output=output)
         for axis, pick, gray, cam in zip(axes.flat, picks, pixels.numpy(), heat):
             axis.imshow(overlay(gray, cam))
-            axis.set_title(pick.caption, fontsize=8)
+            axis.set_title(plot_text(pick.caption), fontsize=8)
     else:
         axes.flat[0].text(0.5, 0.5, "none in the test part", ha="center", va="center", fontsize=10)
     for axis in axes.flat:
         axis.axis("off")
-    figure.suptitle(title, fontsize=11)
-    figure.tight_layout()
-    figure.savefig(out_path)
-    plt.close(figure)
-    return Path(out_path)
+    figure.suptitle(plot_text(title), fontsize=11)
+    return save_figure(figure, out_path)
 
 
 def draw_galleries(

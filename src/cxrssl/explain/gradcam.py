@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrssl.extras import require
 from cxrssl.hardware import resolve_device
 from cxrssl.models import normalize_pixels
 
@@ -33,8 +34,9 @@ def gradcam_maps(model: nn.Module, target_layer: nn.Module, pixels: torch.Tensor
     Runs on the GPU when one is visible, like feature extraction (which may already
     have moved the backbone there).
     """
-    from pytorch_grad_cam import GradCAM  # optional at import time: only explanations need it
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    # pytorch-grad-cam is an optional dependency (the `explain` extra), imported only here
+    GradCAM = require("pytorch_grad_cam", "explain").GradCAM
+    ClassifierOutputTarget = require("pytorch_grad_cam.utils.model_targets", "explain").ClassifierOutputTarget
 
     device = resolve_device()
     model = model.to(device).eval()
@@ -48,7 +50,7 @@ def gradcam_maps(model: nn.Module, target_layer: nn.Module, pixels: torch.Tensor
 
 def overlay(gray: np.ndarray, heat: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
     """The radiograph (uint8, H×W) under its heat map, as RGB uint8."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    show_cam_on_image = require("pytorch_grad_cam.utils.image", "explain").show_cam_on_image  # optional: the `explain` extra
 
     rgb = np.repeat((gray.astype(np.float32) / 255.0)[..., None], 3, axis=-1)
     return show_cam_on_image(rgb, heat.astype(np.float32), use_rgb=True, image_weight=image_weight)

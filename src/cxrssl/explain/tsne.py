@@ -8,8 +8,6 @@ so the panels can be redrawn or inspected point by point.
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +15,13 @@ from sklearn.manifold import TSNE
 from sklearn.preprocessing import StandardScaler
 
 from cxrssl.data.findings import finding_labels
-from cxrssl.data.images import ImageSet
+from cxrssl.data.imageset import ImageSet
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.features import BackboneSpec, features_for
-from cxrssl.fileio import atomic_write_text
-from cxrssl.report.plots import plt
+from cxrssl.fileio import atomic_write_text, csv_text
+from cxrssl.plotting import plot_text, plt, save_figure
+
+COORDINATE_COLUMNS = ("backbone", "epoch", "path", "label", "x", "y")
 
 
 def finding_classes(task: ImageSet, finding: str) -> np.ndarray:
@@ -54,23 +54,19 @@ def tsne_panels(
     classes = sorted(set(labels))
     colours = dict(zip(classes, plt.get_cmap("tab10").colors))
     figure, axes = plt.subplots(1, len(specs), figsize=(3.6 * len(specs), 3.9), dpi=110, squeeze=False)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["backbone", "epoch", "path", "label", "x", "y"])
+    points = []  # the coordinates CSV: one line per backbone x image
     for axis, spec in zip(axes[0], specs):
         coords = tsne_embedding(features_for(spec, task, progress=progress), seed)
         for name in classes:
             chosen = labels == name
-            axis.scatter(coords[chosen, 0], coords[chosen, 1], s=6, alpha=0.7, color=colours[name], label=name)
+            axis.scatter(coords[chosen, 0], coords[chosen, 1], s=6, alpha=0.7, color=colours[name], label=plot_text(name))
         axis.set_title(spec.init_label if spec.checkpoint is None else f"epoch {spec.epoch}", fontsize=10)
         axis.set_xticks([])
         axis.set_yticks([])
         for row, label, (x, y) in zip(task.manifest.rows, labels, coords):
-            writer.writerow([spec.description, spec.epoch, row.path, label, f"{x:.4f}", f"{y:.4f}"])
+            points.append([spec.description, spec.epoch, row.path, label, f"{x:.4f}", f"{y:.4f}"])
     handles, names = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, names, loc="lower center", ncol=len(classes), markerscale=3, frameon=False)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
-    figure.savefig(out_path)
-    plt.close(figure)
-    coordinates = atomic_write_text(Path(out_path).with_suffix(".csv"), buffer.getvalue())
+    save_figure(figure, out_path, rect=(0, 0.08, 1, 1))
+    coordinates = atomic_write_text(Path(out_path).with_suffix(".csv"), csv_text(COORDINATE_COLUMNS, points))
     return Path(out_path), coordinates

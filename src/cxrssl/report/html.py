@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from cxrssl import __version__
+from cxrssl.data.images import manifest_of, open_data
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import load_task
 from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.metrics import METRICS
-from cxrssl.data.images import open_source, source_rows
 from cxrssl.eval.multilabel import MACRO, FindingsProbeResult, require_finding
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.eval.sweep import sweep_run
@@ -31,8 +31,9 @@ from cxrssl.explain.gallery import chosen_finding, draw_galleries
 from cxrssl.explain.tsne import tsne_panels
 from cxrssl.fileio import atomic_write_text
 from cxrssl.report.plots import plot_label_efficiency, plot_loss_curve, plot_paired_differences
-from cxrssl.run import RunFolder
+from cxrssl.report.sweep import plot_sweep_figure
 from cxrssl.report.tables import HEADERS, MEAN_AUC, estimate_cell, finding_auc_cell, format_cell, metric_cells, p_value_cell
+from cxrssl.run import RunFolder
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 1.5em auto; padding: 0 1em; color: #222; line-height: 1.4; }
@@ -58,7 +59,7 @@ def _figure(path: Path, caption: str) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], css_class: str = "") -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    head = "".join(f"<th>{html.escape(str(cell))}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -73,16 +74,25 @@ def _findings_table(rows: list[dict], dataset: str) -> str:
     """The per-finding table of probe results: AUC per finding and the macro mean, CheXpert-style."""
     findings = list(dict.fromkeys(entry["finding"] for row in rows for entry in row["findings"]))
     cells = [
-        [dataset, row["label"], *(finding_auc_cell(row, name) for name in findings), format_cell(row["macro_auc"], row.get("macro_auc_95")), row["n_test"]]
+        [
+            dataset,
+            row["label"],
+            *(finding_auc_cell(row, name) for name in findings),
+            format_cell(row["macro_auc"], row.get("macro_auc_95")),
+            row["n_test"],
+        ]
         for row in rows
     ]
     return _table(["dataset", "pretext", *findings, MEAN_AUC, "test images"], cells, "table3")
 
 
-def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, settings: ProbeSettings, progress: bool, finding: str | None = None) -> str:
+def _task_section(
+    run: RunFolder, task_path: str, workdir: Path, index: int, settings: ProbeSettings, progress: bool, finding: str | None = None
+) -> str:
     image_size = BackboneSpec.from_checkpoint(run.saved_checkpoints()[-1]).image_size
     task = load_task(task_path, image_size, progress, settings)
-    sweep = sweep_run(run.root, task_path, workdir / f"sweep_{index}", settings, progress, task=task)
+    sweep = sweep_run(run.root, task_path, settings, progress, task=task)
+    sweep_figure = plot_sweep_figure(sweep, workdir / f"sweep_{index}.png")
     rows, final, result = sweep.rows, sweep.specs[-1], sweep.results[-1]
     dataset = rows[0]["dataset"]
     per_finding = isinstance(result, FindingsProbeResult)
@@ -91,8 +101,11 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, set
         table3 = _findings_table([rows[-1], rows[0]], dataset)
         left_out = "; ".join(f"{html.escape(name)} ({html.escape(why)})" for name, why in rows[-1]["excluded"].items())
         heading = "<h3>Per finding: final checkpoint against its random initialisation</h3>"
-        caption = (f'<p class="meta">AUC in percent, 95 % bootstrap intervals over test patients; {MEAN_AUC}: the macro mean over the findings scored.'
-                   + (f" Left out: {left_out}." if left_out else "") + "</p>")  # fmt: skip
+        caption = (
+            f'<p class="meta">AUC in percent, 95 % bootstrap intervals over test patients; {MEAN_AUC}: the macro mean over the findings scored.'
+            + (f" Left out: {left_out}." if left_out else "")
+            + "</p>"
+        )
         counts = {entry["finding"]: entry["train_positive_patients"] + entry["test_positive_patients"] for entry in rows[-1]["findings"]}
         what = f"positive patients per finding: {', '.join(f'{html.escape(k)} {v}' for k, v in counts.items())}"
     else:
@@ -105,10 +118,20 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, set
         heading = "<h3>Table III: final checkpoint against its random initialisation</h3>"
         caption = '<p class="meta">Percent, 95 % bootstrap intervals over test patients.</p>'
         what = "; ".join(f"{html.escape(k)} {v}" for k, v in sorted(task.manifest.label_counts().items())) + f"; positive class {html.escape(shown)}"
-    per_epoch = _table(["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(metric_cells(row)[:2]), row.get("chosen_c", "per finding")] for row in rows], "sweep")
-    tsne, _ = tsne_panels(_even_picks(sweep.specs[1:], 4), task, workdir / f"tsne_{index}.png", seed=settings.seed, progress=progress,
-                          finding=shown if per_finding else None)  # fmt: skip
-    gradcam, errors = draw_galleries(final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png", finding=shown if per_finding else None)
+    per_epoch = _table(
+        ["epoch", "ACC", "AUC", "C"], [[row["epoch"], *(metric_cells(row)[:2]), row.get("chosen_c", "per finding")] for row in rows], "sweep"
+    )
+    tsne, _ = tsne_panels(
+        _even_picks(sweep.specs[1:], 4),
+        task,
+        workdir / f"tsne_{index}.png",
+        seed=settings.seed,
+        progress=progress,
+        finding=shown if per_finding else None,
+    )
+    gradcam, errors = draw_galleries(
+        final, task, result, workdir / f"gradcam_{index}.png", workdir / f"errors_{index}.png", finding=shown if per_finding else None
+    )
     return "\n".join(
         [
             f"<h2>{html.escape(dataset)}</h2>",
@@ -117,8 +140,11 @@ def _task_section(run: RunFolder, task_path: str, workdir: Path, index: int, set
             heading,
             table3,
             caption,
-            "<h3>Downstream probe per checkpoint</h3>" + (f'<p class="meta">ACC and AUC: means over the findings scored.</p>' if per_finding else ""),
-            _figure(sweep.folder / "sweep.png", "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (middle); label-free monitors per epoch, when the run logged them (right)"),
+            "<h3>Downstream probe per checkpoint</h3>" + ('<p class="meta">ACC and AUC: means over the findings scored.</p>' if per_finding else ""),
+            _figure(
+                sweep_figure,
+                "Pretext loss per epoch (left); probe ACC and AUC per saved checkpoint, 0 = random init (middle); label-free monitors per epoch, when the run logged them (right)",
+            ),
             per_epoch,
             "<h3>t-SNE of frozen features</h3>",
             _figure(tsne, f"t-SNE per checkpoint, coloured by {'the finding ' + shown if per_finding else 'class'} (all labelled images)"),
@@ -137,27 +163,44 @@ def _compare_section(payload: dict, workdir: Path, index: int) -> str:
     reference = payload["reference"]
     blocks = [
         "<h2>Does pretraining pay? Paired comparison at label budgets</h2>",
-        _figure(efficiency, "Probe AUC against labelled patients per class (log axis; for a task evaluated per finding: its macro mean AUC against labelled "
-                            "patients, over the findings scored at each budget, listed below), mean over folds with its 95 % interval, per backbone"),
-        _figure(differences, f"AUC minus the reference ({reference}) per budget, paired over the same folds and label draws, 95 % interval; 0 = no gain"),
+        _figure(
+            efficiency,
+            "Probe AUC against labelled patients per class (log axis; for a task evaluated per finding: its macro mean AUC against labelled "
+            "patients, over the findings scored at each budget, listed below), mean over folds with its 95 % interval, per backbone",
+        ),
+        _figure(
+            differences, f"AUC minus the reference ({reference}) per budget, paired over the same folds and label draws, 95 % interval; 0 = no gain"
+        ),
     ]
     for task in payload["tasks"]:
         per_finding = bool(task.get("findings"))
         rows = [
-            [row["budget"], row["backbone"], *(estimate_cell(row["metrics"][m]) for m in ("auc", "accuracy")),
-             estimate_cell((row["difference"] or {}).get("auc"), signed=True) if row["difference"] else "(reference)",
-             p_value_cell((row["difference"] or {}).get("auc")), f"{row['train_images']:.0f}"]  # fmt: skip
+            [
+                row["budget"],
+                row["backbone"],
+                *(estimate_cell(row["metrics"][m]) for m in ("auc", "accuracy")),
+                estimate_cell((row["difference"] or {}).get("auc"), signed=True) if row["difference"] else "(reference)",
+                p_value_cell((row["difference"] or {}).get("auc")),
+                f"{row['train_images']:.0f}",
+            ]
             for row in task["rows"]
         ]
         blocks += [
             f"<h3>{html.escape(task['task'])}</h3>",
-            f'<p class="meta">{task["images"]} images of {task["patients"]} patients, '
+            f'<p class="meta">{html.escape(str(task["images"]))} images of {html.escape(str(task["patients"]))} patients, '
             + (f"{len(task['findings'])} findings (rows: their {MEAN_AUC})" if per_finding else f"positive class {html.escape(task['positive'])}")
             + f"; {html.escape(task['design_text'])}. Intervals and p: {html.escape(task['statistic'])}.</p>",
-            _table(["labelled patients" if per_finding else "labels/class", "backbone", "AUC", "ACC", f"Δ AUC vs {reference}", "p", "training images"], rows, "compare"),
+            _table(
+                ["labelled patients" if per_finding else "labels/class", "backbone", "AUC", "ACC", f"Δ AUC vs {reference}", "p", "training images"],
+                rows,
+                "compare",
+            ),
         ]
         if per_finding:
-            blocks += [f"<h4>{html.escape(task['task'])} per finding: AUC, Δ vs {html.escape(reference)} [paired 95 % interval]</h4>", _compare_findings_table(task)]
+            blocks += [
+                f"<h4>{html.escape(task['task'])} per finding: AUC, Δ vs {html.escape(reference)} [paired 95 % interval]</h4>",
+                _compare_findings_table(task),
+            ]
     return "\n".join(blocks)
 
 
@@ -194,7 +237,7 @@ def build_report(
     if not tasks:
         raise CxrsslError("give at least one labelled --task manifest to evaluate the run on")
     for task in tasks:  # --finding is checked on every task before any work
-        require_finding(source_rows(open_source(task)), settings, finding)
+        require_finding(manifest_of(open_data(task)), settings, finding)
     config = run.read_config()
     status = json.loads(run.status.read_text()) if run.status.is_file() else {}
     log = run.read_log()
@@ -204,7 +247,10 @@ def build_report(
         sections = [_compare_section(payload, workdir, i) for i, payload in enumerate(compares)]
         sections += [_task_section(run, task, workdir, i, settings, progress, finding) for i, task in enumerate(tasks)]
         settings = [[key, json.dumps(value) if isinstance(value, (dict, list)) else value] for key, value in config["pretrain"].items()]
-        data = [[key, config.get(key, "")] for key in ("manifest", "images_used", "patients_used", "unreadable_images", "pixels_from", "processes", "device")]
+        data = [
+            [key, config.get(key, "")]
+            for key in ("manifest", "images_used", "patients_used", "unreadable_images", "pixels_from", "processes", "device")
+        ]
         page = "\n".join(
             [
                 "<!DOCTYPE html>",
@@ -212,7 +258,7 @@ def build_report(
                 f"<title>cxrssl report: {html.escape(run.root.name)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
                 f"<h1>cxrssl report: {html.escape(run.root.name)}</h1>",
                 f'<p class="meta">run {html.escape(str(run.root))}, status {html.escape(str(status.get("state", "?")))}, '
-                f"{status.get('epochs_done', len(log))} of {status.get('epochs', '?')} epochs; made {time.strftime('%Y-%m-%d %H:%M')} "
+                f"{html.escape(str(status.get('epochs_done', len(log))))} of {html.escape(str(status.get('epochs', '?')))} epochs; made {time.strftime('%Y-%m-%d %H:%M')} "
                 f"by cxrssl {__version__}.</p>",
                 "<h2>Pretraining</h2>",
                 _table(["setting", "value"], settings, "config"),

@@ -1,14 +1,14 @@
-"""Figures, drawn with matplotlib's file-only backend (no display needed)."""
+"""The report's figures: loss curve, checkpoint sweep (Fig. 2), label efficiency and paired differences.
+
+Drawn through ``cxrssl.plotting`` (matplotlib's file-only backend, the shared style);
+user-given names (titles, backbones in legends) pass through ``plot_text``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from cxrssl.plotting import integer_ticks, light_grid, plot_text, plt, save_figure
 
 
 def plot_loss_curve(epochs: list[int], losses: list[float], out_path: str | Path, title: str = "Pretext loss") -> Path:
@@ -16,18 +16,21 @@ def plot_loss_curve(epochs: list[int], losses: list[float], out_path: str | Path
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
     axes.plot(epochs, losses, marker="o")
     axes.set_xlabel("epoch")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_ticks(axes)
     axes.set_ylabel("pretext loss")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(out_path)
-    plt.close(figure)
-    return Path(out_path)
+    axes.set_title(plot_text(title))
+    light_grid(axes)
+    return save_figure(figure, out_path)
 
 
-def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], out_path: str | Path, title: str = "",
-               monitors: dict[str, list[float]] | None = None) -> Path:  # fmt: skip
+def plot_sweep(
+    loss_epochs: list[int],
+    losses: list[float],
+    rows: list[dict],
+    out_path: str | Path,
+    title: str = "",
+    monitors: dict[str, list[float]] | None = None,
+) -> Path:
     """The paper's Fig. 2: pretext loss per epoch, and downstream ACC / AUC (95 % CI) per checkpoint;
     with ``monitors`` (values per epoch of the log), a third panel of the label-free monitors."""
     panels = 3 if monitors else 2
@@ -56,14 +59,11 @@ def plot_sweep(loss_epochs: list[int], losses: list[float], rows: list[dict], ou
     metric_axes.set(xlabel="checkpoint epoch (0 = random init)", ylabel="percent", title="downstream probe, 95 % CI")
     metric_axes.legend()
     for axes in axes_row:
-        axes.grid(alpha=0.3)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        light_grid(axes)
+        integer_ticks(axes)
     if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(out_path)
-    plt.close(figure)
-    return Path(out_path)
+        figure.suptitle(plot_text(title))
+    return save_figure(figure, out_path)
 
 
 def _budget_positions(task: dict) -> tuple[list[str], dict[str, float], dict[str, str]]:
@@ -91,13 +91,12 @@ def _budget_panels(payload: dict, out_path: str | Path, ylabel: str, draw) -> Pa
         axes.set_xticks([positions[b] for b in budgets], [labels[b] for b in budgets])
         axes.minorticks_off()
         unit = task.get("budget_unit", "patients per class")
-        axes.set(xlabel=f"labelled {unit}", ylabel=ylabel if not task.get("findings") else f"mean {ylabel} over findings", title=task["task"])
-        axes.grid(alpha=0.3)
+        axes.set(
+            xlabel=f"labelled {unit}", ylabel=ylabel if not task.get("findings") else f"mean {ylabel} over findings", title=plot_text(task["task"])
+        )
+        light_grid(axes)
         axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(out_path)
-    plt.close(figure)
-    return Path(out_path)
+    return save_figure(figure, out_path)
 
 
 def plot_label_efficiency(payload: dict, out_path: str | Path) -> Path:
@@ -108,7 +107,7 @@ def plot_label_efficiency(payload: dict, out_path: str | Path) -> Path:
             rows = [row for row in task["rows"] if row["backbone"] == backbone]
             x = [positions[row["budget"]] for row in rows]
             auc = [row["metrics"]["auc"] for row in rows]
-            line = axes.plot(x, [100 * a["value"] for a in auc], marker="o", label=backbone)[0]
+            line = axes.plot(x, [100 * a["value"] for a in auc], marker="o", label=plot_text(backbone))[0]
             axes.fill_between(x, [100 * a["low"] for a in auc], [100 * a["high"] for a in auc], color=line.get_color(), alpha=0.15)
 
     return _budget_panels(payload, out_path, "AUC (%), 95 % CI", draw)
@@ -125,8 +124,15 @@ def plot_paired_differences(payload: dict, out_path: str | Path) -> Path:
             x = [positions[row["budget"]] * shift for row in rows]
             d = [row["difference"]["auc"] for row in rows]
             values = [100 * e["value"] for e in d]
-            axes.errorbar(x, values, yerr=[[v - 100 * e["low"] for v, e in zip(values, d)], [100 * e["high"] - v for v, e in zip(values, d)]],
-                          marker="o", capsize=3, linestyle="none", label=backbone)  # fmt: skip
+            axes.errorbar(
+                x,
+                values,
+                yerr=[[v - 100 * e["low"] for v, e in zip(values, d)], [100 * e["high"] - v for v, e in zip(values, d)]],
+                marker="o",
+                capsize=3,
+                linestyle="none",
+                label=plot_text(backbone),
+            )
         axes.axhline(0, color="black", linewidth=0.8)
 
-    return _budget_panels(payload, out_path, f"Δ AUC vs {payload['reference']} (points)", draw)
+    return _budget_panels(payload, out_path, f"Δ AUC vs {plot_text(payload['reference'])} (points)", draw)

@@ -52,16 +52,38 @@ class AugmentConfig:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
         if self.blur_sigma[0] <= 0 or self.blur_sigma[0] > self.blur_sigma[1]:
             raise ValueError(f"blur_sigma must be positive and increasing, got {self.blur_sigma}")
+        if not 0 <= self.rotation_deg <= 180:
+            raise ValueError(f"rotation_deg must be between 0 and 180 degrees, got {self.rotation_deg}")
+        for name in ("brightness", "contrast"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1) (a share of the intensity), got {getattr(self, name)}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "AugmentConfig":
+    def from_dict(cls, values: dict) -> AugmentConfig:
+        """Settings as a YAML mapping gives them: every value typed (a number, or a pair of numbers) before use."""
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a mapping of augmentation settings, got {values!r}")
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown augmentation setting(s): {', '.join(sorted(unknown))}")
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+        return cls(**{key: _number_or_pair(key, value, isinstance(getattr(cls, key), tuple)) for key, value in values.items()})
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _number_or_pair(name: str, value, pair: bool):
+    if not pair:
+        return _number(name, value)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"{name} must be a pair of numbers like [0.3, 1.0], got {value!r}")
+    return tuple(_number(name, v) for v in value)
 
 
 def _uniform(low: float, high: float, count: int, generator: torch.Generator) -> torch.Tensor:

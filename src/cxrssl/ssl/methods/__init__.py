@@ -17,5 +17,5 @@ __all__ = ["METHODS", "Method", "SimCLR", "MoCo", "BYOL", "build_method"]
 
 def build_method(config, gather_distributed: bool = False) -> Method:
     """The method a ``PretrainConfig`` names, with its settings, randomly initialised."""
-    settings = {name: getattr(config, name) for name in METHODS[config.method].settings}
+    settings = dict(config.method_settings)
     return METHODS[config.method](config.arch, config.hidden_features, config.out_features, gather_distributed=gather_distributed, **settings)

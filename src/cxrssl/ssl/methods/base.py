@@ -8,28 +8,87 @@ moving average after every optimiser step (as solo-learn's base class does). The
 resumable state is the module's whole ``state_dict``: target networks and queues are
 registered parameters and buffers, so they are saved and resumed with the rest.
 
-A method's settings are class-level defaults (the papers'); ``PretrainConfig`` fills
-the ones a config leaves out, and refuses a setting the method does not take.
+A method's settings (solo-learn's ``method_kwargs``) are declared once, on the class,
+as :class:`Setting` s with the papers' defaults; the method itself validates them
+(:meth:`Method.resolve_settings`), so a new method with a new setting is its own file
+plus one line in the registry: ``PretrainConfig``, the YAML presets and the command
+line's ``--method-setting key=value`` take it from there.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from cxrssl.models import build_backbone, feature_dim
+from cxrssl.errors import ConfigError
+from cxrssl.models import DEFAULT_ARCH, build_backbone, feature_dim
 from cxrssl.ssl.heads import ProjectionHead
+
+RULES = {
+    "positive": ("a positive number", lambda v: math.isfinite(v) and v > 0),
+    "unit": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "count": ("a positive integer", lambda v: v >= 1),
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a method: its default, its type and the range it must lie in (``RULES``)."""
+
+    default: float | int
+    rule: str = "positive"
+    help: str = ""
+
+    def parse(self, name: str, value) -> float | int:
+        """``value`` (a number, or text from the command line) typed and range-checked, or a one-line ConfigError."""
+        kind = int if self.rule == "count" else float
+        described, holds = RULES[self.rule]
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value) if isinstance(value, str) else value
+            if not isinstance(number, (int, float)):
+                raise ValueError
+            if kind is int:
+                if float(number) != int(number):
+                    raise ValueError
+                number = int(number)
+            else:
+                number = float(number)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f"{name} must be {described}, got {value!r}") from None
+        if not holds(number):
+            raise ConfigError(f"{name} must be {described}, got {value}")
+        return number
 
 
 class Method(nn.Module):
-    name: ClassVar[str]
-    # The method's settings (PretrainConfig fields) with their defaults.
-    settings: ClassVar[dict[str, float | int]] = {}
+    name: ClassVar[str]  # the registry's key, and the config's ``method``
+    title: ClassVar[str]  # the name tables and figures show (default: ``name``)
+    # The method's settings with their defaults (the papers'), types and ranges.
+    settings: ClassVar[dict[str, Setting]] = {}
 
-    def __init__(self, arch: str, hidden_features: int = 2048, out_features: int = 128, gather_distributed: bool = False):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "title" not in cls.__dict__ and "name" in cls.__dict__:
+            cls.title = cls.name
+
+    @classmethod
+    def resolve_settings(cls, given: Mapping[str, object] | None) -> dict[str, float | int]:
+        """Every setting of the method: the given ones checked, the others at their defaults."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(cls.settings))
+        if unknown:
+            raise ConfigError(f"method {cls.name} has no setting {', '.join(unknown)}; it takes {', '.join(cls.settings) or 'none'}")
+        return {name: setting.default if given.get(name) is None else setting.parse(name, given[name]) for name, setting in cls.settings.items()}
+
+    def __init__(self, arch: str = DEFAULT_ARCH, hidden_features: int = 2048, out_features: int = 128, gather_distributed: bool = False):
         super().__init__()
         self.arch = arch
         self.backbone = build_backbone(arch)

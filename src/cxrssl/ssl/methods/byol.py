@@ -19,17 +19,20 @@ import math
 
 import torch
 
+from cxrssl.models import DEFAULT_ARCH
 from cxrssl.ssl.heads import ProjectionHead
 from cxrssl.ssl.losses import byol_loss
-from cxrssl.ssl.methods.base import Method
+from cxrssl.ssl.methods.base import Method, Setting
 
 
 class BYOL(Method):
     name = "byol"
-    settings = {"momentum": 0.99}
+    title = "BYOL"
+    settings = {"momentum": Setting(0.99, "unit", "EMA coefficient of the target at the start, rising to 1")}
 
-    def __init__(self, arch: str = "resnet18", hidden_features: int = 2048, out_features: int = 128, momentum: float = 0.99,
-                 gather_distributed: bool = False):  # fmt: skip
+    def __init__(
+        self, arch: str = DEFAULT_ARCH, hidden_features: int = 2048, out_features: int = 128, momentum: float = 0.99, gather_distributed: bool = False
+    ):
         super().__init__(arch, hidden_features, out_features, gather_distributed)
         self.momentum = momentum
         self.predictor = ProjectionHead(out_features, hidden_features, out_features)

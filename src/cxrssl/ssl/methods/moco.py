@@ -32,16 +32,30 @@ import torch
 import torch.nn.functional as F
 
 from cxrssl.distributed import differentiable_all_gather
+from cxrssl.models import DEFAULT_ARCH
 from cxrssl.ssl.losses import nt_xent_loss
-from cxrssl.ssl.methods.base import Method
+from cxrssl.ssl.methods.base import Method, Setting
 
 
 class MoCo(Method):
     name = "moco"
-    settings = {"temperature": 0.2, "momentum": 0.99, "queue_size": 4096}
+    title = "MoCo v2"
+    settings = {
+        "temperature": Setting(0.2, "positive", "softmax temperature (MoCo v2's 0.2)"),
+        "momentum": Setting(0.99, "unit", "EMA coefficient of the key encoder"),
+        "queue_size": Setting(4096, "count", "negatives kept in the queue"),
+    }
 
-    def __init__(self, arch: str = "resnet18", hidden_features: int = 2048, out_features: int = 128, temperature: float = 0.2,
-                 momentum: float = 0.99, queue_size: int = 4096, gather_distributed: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        arch: str = DEFAULT_ARCH,
+        hidden_features: int = 2048,
+        out_features: int = 128,
+        temperature: float = 0.2,
+        momentum: float = 0.99,
+        queue_size: int = 4096,
+        gather_distributed: bool = False,
+    ):
         super().__init__(arch, hidden_features, out_features, gather_distributed)
         self.temperature, self.momentum, self.queue_size = temperature, momentum, queue_size
         self.backbone_key = self.frozen_copy(self.backbone)
@@ -61,9 +75,7 @@ class MoCo(Method):
         with torch.no_grad():
             k1, k2 = self.head_key(self.backbone_key(torch.cat([view1, view2], dim=0))).chunk(2, dim=0)
         negatives = self.queue.clone()  # the queue changes below; the loss keeps this step's copy
-        loss = 0.5 * (
-            nt_xent_loss(q1, k2, self.temperature, negatives=negatives) + nt_xent_loss(q2, k1, self.temperature, negatives=negatives)
-        )
+        loss = 0.5 * (nt_xent_loss(q1, k2, self.temperature, negatives=negatives) + nt_xent_loss(q2, k1, self.temperature, negatives=negatives))
         self._enqueue(k1, k2)
         return loss
 
@@ -81,4 +93,3 @@ class MoCo(Method):
         if self.queue_size > images:
             return f"queue_size {self.queue_size} is larger than the {images} images, so images would meet their own keys as negatives; lower queue_size below {images}"
         return None
-

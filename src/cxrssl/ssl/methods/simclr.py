@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import torch
 
+from cxrssl.models import DEFAULT_ARCH
 from cxrssl.ssl.losses import nt_xent_loss
-from cxrssl.ssl.methods.base import Method
+from cxrssl.ssl.methods.base import Method, Setting
 
 
 class SimCLR(Method):
     name = "simclr"
-    settings = {"temperature": 0.5}  # the paper's tau
+    title = "SimCLR"
+    settings = {"temperature": Setting(0.5, "positive", "softmax temperature tau (the paper's 0.5)")}
 
-    def __init__(self, arch: str = "wide_resnet50_2", hidden_features: int = 2048, out_features: int = 128,
-                 temperature: float = 0.5, gather_distributed: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        arch: str = DEFAULT_ARCH,
+        hidden_features: int = 2048,
+        out_features: int = 128,
+        temperature: float = 0.5,
+        gather_distributed: bool = False,
+    ):
         super().__init__(arch, hidden_features, out_features, gather_distributed)
         self.temperature = temperature
 

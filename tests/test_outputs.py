@@ -1,0 +1,204 @@
+"""The output contract (cxrssl.outputs) over every verb and every output flag.
+
+For each output of each verb: pointed at one of the command's inputs, at a foreign file
+that exists, or so that a sibling it writes is such a file, the verb is refused before
+any work, with one line and exit code 2, and every file stays byte-identical; an input
+is refused even with --overwrite. The refusals come before any image is decoded, so the
+matrix needs no real checkpoint: a file at the path is enough to be an input.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cxrssl.cli import main
+from cxrssl.outputs import FOLDER_RECORD, OutputError, Outputs, record_of_file, require_complete
+
+
+@pytest.fixture
+def world(tmp_path, phantom_manifest):
+    """A manifest with its images, a checkpoint and a run folder, a saved model, a result: inputs."""
+    data = tmp_path / "data"
+    shutil.copytree(phantom_manifest.parent, data)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".cxrssl-run").write_text("{}")
+    checkpoint = run / "checkpoints" / "epoch_0001.json"
+    checkpoint.write_text('{"arch": "resnet18"}')
+    checkpoint.with_suffix(".safetensors").write_bytes(b"weights")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")
+    result = tmp_path / "r.json"
+    result.write_text(json.dumps({"metrics": {}}))
+    image = next((data / "images").glob("*.png"))
+    return {"manifest": data / "labels.csv", "image": image, "checkpoint": checkpoint, "run": run, "model": model, "result": result, "tmp": tmp_path}
+
+
+# verb -> (arguments before the output, the output flags: flag -> (kind, siblings)); "{manifest}" etc. are filled from the world.
+BACKBONE = ["--init", "random", "--image-size", "32"]
+VERBS = {
+    "split": (["{manifest}"], {"-o": ("file", [])}),
+    "index": (["csv", "{manifest}"], {"-o": ("file", ["_skipped.csv"])}),
+    "check": (["{manifest}"], {"--json": ("file", [])}),
+    "cache": (["{manifest}", "--size", "32"], {"-o": ("folder", [])}),
+    "extract": ([*BACKBONE, "--data", "{manifest}"], {"-o": ("file", [])}),
+    "probe": ([*BACKBONE, "--task", "{manifest}"], {"-o": ("file", ["_predictions.csv"]), "--save-model": ("folder", [])}),
+    "finetune": (
+        [*BACKBONE, "--task", "{manifest}"],
+        {"-o": ("file", ["_predictions.csv"]), "--gradcam": ("file", ["_errors.png"]), "--save-model": ("folder", [])},
+    ),
+    "compare": (["--checkpoint", "{checkpoint}", "--init", "random", "--task", "{manifest}"], {"-o": ("folder", [])}),
+    "sweep": (["--run", "{run}", "--task", "{manifest}"], {"-o": ("folder", [])}),
+    "tsne": (["--checkpoints", "{checkpoint}", "--task", "{manifest}"], {"-o": ("file", [".csv"])}),
+    "gradcam": ([*BACKBONE, "--task", "{manifest}"], {"-o": ("file", ["_errors.png"])}),
+    "predict": (["--model", "{model}", "{image}"], {"--heatmaps": ("folder", [])}),
+    "report": (["--run", "{run}", "--task", "{manifest}"], {"-o": ("file", [])}),
+    "table": (["{result}"], {"-o": ("file", [".csv"])}),
+    "export": (["{checkpoint}"], {"-o": ("file", [])}),
+    "phantom": ([], {"out": ("folder", [])}),
+    "demo": ([], {"--out": ("folder", [])}),
+    "pretrain": (["--data", "{manifest}", "--config", "demo"], {"--out": ("folder", [])}),
+}
+CASES = [(verb, flag) for verb, (_, flags) in VERBS.items() for flag in flags]
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_suffix(suffix) if suffix.startswith(".") and suffix.count(".") == 1 and "_" not in suffix else path.with_name(path.stem + suffix)
+
+
+def _command(verb: str, world: dict, flag: str, target: Path, overwrite: bool = False) -> list[str]:
+    before, _ = VERBS[verb]
+    args = [str(world[a[1:-1]]) if a.startswith("{") else a for a in before]
+    output = [str(target)] if flag == "out" else [flag, str(target)]
+    return [verb, *output, *args, *(["--overwrite"] if overwrite else [])]
+
+
+def _snapshot(root: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _refused(command, world, capsys) -> str:
+    before = _snapshot(world["tmp"])
+    assert main(command) == 2, command
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert _snapshot(world["tmp"]) == before, f"{command}: a file changed"
+    return err
+
+
+def _input_targets(verb: str, world: dict, kind: str) -> list[Path]:
+    """The verb's own inputs (files: each of them; folders: a folder that is, or holds, one)."""
+    names = [a[1:-1] for a in VERBS[verb][0] if a.startswith("{")]
+    files = [world[name] for name in names if world[name].is_file()] + ([world["image"]] if "manifest" in names else [])
+    if kind == "file":
+        return files
+    return [world[name] for name in names if world[name].is_dir()] + [path.parent for path in files]
+
+
+@pytest.mark.parametrize(("verb", "flag"), CASES)
+def test_an_output_never_replaces_an_input_even_with_overwrite(verb, flag, world, capsys):
+    kind, siblings = VERBS[verb][1][flag]
+    uses_inputs = bool(VERBS[verb][0])
+    if not uses_inputs:
+        pytest.skip(f"{verb} reads no input")
+    for target in _input_targets(verb, world, kind):
+        if verb == "table" and target.suffix == ".json":
+            continue  # table -o r.json writes r.md and r.csv: it never names the .json itself
+        for overwrite in (False,) if verb == "pretrain" else (False, True):  # pretrain replaces no run: it resumes one
+            err = _refused(_command(verb, world, flag, target, overwrite), world, capsys)
+            assert "input" in err or "not empty" in err or "already" in err, err
+    if ".csv" in siblings:  # the output's sibling is the manifest: tsne -o data/labels.png
+        target = world["manifest"].with_suffix(".md" if verb == "table" else ".png")
+        is_input = "{manifest}" in VERBS[verb][0]
+        err = _refused(_command(verb, world, flag, target, overwrite=is_input), world, capsys)
+        assert str(world["manifest"]) in err, err
+
+
+@pytest.mark.parametrize(("verb", "flag"), CASES)
+def test_a_foreign_file_is_replaced_only_with_overwrite(verb, flag, world, capsys):
+    kind, siblings = VERBS[verb][1][flag]
+    out = world["tmp"] / "out"
+    out.mkdir()
+    if kind == "folder":
+        target = out / "folder"
+        target.mkdir()
+        (target / "notes.txt").write_text("mine")
+        foreign = [target / "notes.txt"]
+    else:
+        target = out / ("result.md" if verb == "table" else "result.png")  # table -o NAME writes NAME.md and NAME.csv
+        target.write_text("mine")
+        foreign = [target]
+        for suffix in siblings:  # and each sibling alone: the output is new, its sibling is someone's file
+            sibling = _sibling(out / "other.png", suffix)
+            sibling.write_text("mine too")
+            err = _refused(_command(verb, world, flag, out / "other.png"), world, capsys)
+            assert str(sibling) in err and "--overwrite" in err, err
+    err = _refused(_command(verb, world, flag, target), world, capsys)
+    assert ("--overwrite" in err or verb == "pretrain") and ("not empty" in err or "already exists" in err or "already holds" in err), err
+    assert all(path.read_text().startswith("mine") for path in foreign)
+
+
+def test_the_same_command_replaces_its_own_output_and_another_command_is_refused(tmp_path, phantom_manifest, capsys):
+    out = tmp_path / "split.csv"
+    assert main(["split", str(phantom_manifest), "-o", str(out)]) == 0
+    record = json.loads(record_of_file(out).read_text())
+    assert record["verb"] == "split" and record["complete"] and record["files"]["split.csv"]["size"] == out.stat().st_size
+    first = out.read_bytes()
+    assert main(["split", str(phantom_manifest), "-o", str(out)]) == 0 and out.read_bytes() == first  # a re-run
+    assert main(["split", str(phantom_manifest), "-o", str(out), "--seed", "1"]) == 2  # other settings: another result
+    assert "not written by this `cxrssl split` command" in capsys.readouterr().err and out.read_bytes() == first
+    out.write_text(out.read_text() + "\n")  # edited by hand since: no longer the command's own output
+    assert main(["split", str(phantom_manifest), "-o", str(out)]) == 2
+    assert main(["split", str(phantom_manifest), "-o", str(out), "--seed", "1", "--overwrite"]) == 0
+
+
+def test_an_unfinished_or_changed_result_is_refused_by_its_readers(tmp_path):
+    folder = tmp_path / "result"
+    outputs = Outputs("compare", {"seed": 0}, folders=[folder]).check()
+    with pytest.raises(RuntimeError):
+        with outputs.writing():
+            (folder / "compare.json").write_text("{}")
+            assert json.loads((folder / FOLDER_RECORD).read_text())["complete"] is False
+            raise RuntimeError("killed")
+    with pytest.raises(OutputError, match="unfinished `cxrssl compare` result"):
+        require_complete(folder / "compare.json")
+    with outputs.writing():
+        (folder / "compare.json").write_text('{"done": 1}')
+    assert require_complete(folder / "compare.json") == folder / "compare.json"
+    (folder / "compare.json").write_text('{"done": 2}')
+    with pytest.raises(OutputError, match="has changed since `cxrssl compare` wrote it"):
+        require_complete(folder / "compare.json")
+    bare = tmp_path / "by_hand.json"
+    bare.write_text("{}")
+    assert require_complete(bare) == bare  # no record: read as it is
+
+
+def test_two_writers_on_one_output_are_refused(tmp_path):
+    target = tmp_path / "r.json"
+    first = Outputs("probe", {"seed": 0}, files=[target]).check()
+    second = Outputs("probe", {"seed": 1}, files=[target]).check()
+    with first.writing():
+        with pytest.raises(OutputError, match="is being written by process"):
+            with second.writing():
+                pass
+    assert not (tmp_path / ".r.json.lock").exists()
+
+
+def test_a_new_result_removes_the_old_one_before_any_new_file_is_shown(tmp_path):
+    folder = tmp_path / "sweep"
+    old = Outputs("sweep", {"seed": 0}, folders=[folder]).check()
+    with old.writing():
+        (folder / "sweep.csv").write_text("old")
+        (folder / "sweep_extra.png").write_text("old")
+    new = Outputs("sweep", {"seed": 1}, folders=[folder], overwrite=True).check()
+    with new.writing():
+        assert not (folder / "sweep_extra.png").exists() and not (folder / "sweep.csv").exists()
+        (folder / "sweep.csv").write_text("new")
+    assert json.loads((folder / FOLDER_RECORD).read_text())["files"] == {
+        "sweep.csv": {"size": 3, "sha256": json.loads((folder / FOLDER_RECORD).read_text())["files"]["sweep.csv"]["sha256"]}
+    }
