@@ -197,7 +197,7 @@ def test_every_dependency_and_extra_is_pinned_in_constraints():
             continue
         assert name in pins, f"{requirement.name} is not in constraints.txt"
         assert requirement.specifier.contains(pins[name]), f"constraints.txt pins {name}=={pins[name]}, outside {requirement}"
-    assert Requirement("cxrssl[dicom,explain,docs]") in [Requirement(line) for line in extras["test"]]
+    assert Requirement("cxrssl[dicom,explain,docs,export]") in [Requirement(line) for line in extras["test"]]
     assert {"torch", "torchvision"} <= set(pins)
 
 

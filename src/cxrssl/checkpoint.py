@@ -32,11 +32,10 @@ from torch import nn
 from cxrssl import __version__
 from cxrssl.errors import CxrsslError
 from cxrssl.fileio import atomic_write, atomic_write_json
-from cxrssl.models import ARCHITECTURES, PIXEL_MEAN, PIXEL_STD, build_backbone, feature_dim
+from cxrssl.models import ARCHITECTURES, MAX_IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, build_backbone, feature_dim
 from cxrssl.ssl.methods import METHODS
 
 FORMAT = "cxrssl-checkpoint/1"
-MAX_IMAGE_SIZE = 2048  # pixels per side: beyond this a saved size is damage, not a setting
 MAX_EPOCH = 1_000_000
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from cxrssl.errors import ConfigError
-from cxrssl.models import ARCHITECTURES, DEFAULT_ARCH
+from cxrssl.models import ARCHITECTURES, DEFAULT_ARCH, MAX_IMAGE_SIZE
 from cxrssl.ssl.augment import AugmentConfig
 
 PRESETS = ("paper", "cpu", "demo")
@@ -58,8 +58,8 @@ class PretrainConfig:
         for name in ("image_size", "batch_size", "epochs", "hidden_features", "out_features"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.image_size < 32:
-            raise ConfigError(f"image_size must be at least 32 pixels, got {self.image_size}")
+        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be at least 32 pixels and at most {MAX_IMAGE_SIZE}, got {self.image_size}")
         if self.batch_size < 2:
             raise ConfigError("batch_size must be at least 2: BatchNorm, and the contrastive methods' negatives, need several images per step")
         if not (math.isfinite(self.lr) and self.lr > 0):

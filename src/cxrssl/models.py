@@ -27,6 +27,7 @@ ARCHITECTURES = {
 # The paper's wide_resnet50_2 is the `paper` preset's choice; ResNet-18 is what a CPU
 # trains in minutes, and what the `cpu` and `demo` presets use.
 DEFAULT_ARCH = "resnet18"
+MAX_IMAGE_SIZE = 2048  # pixels per side: beyond this a saved size is damage, not a setting (and no setting trains it)
 
 # Fixed normalisation of uint8 radiographs: (pixel / 255 - mean) / std. Fixed rather
 # than estimated per dataset so that a checkpoint means the same thing everywhere;

@@ -152,19 +152,20 @@ class Outputs:
     # --- the check, before any work -------------------------------------------------
 
     def check(self) -> Outputs:
-        """Refuse, before any work, what must not be written. While an input is missing, its
-        reader's error comes first: the check then runs when writing begins."""
-        if self._missing_input and not self._checked:
-            self._missing_input = False
-            return self
-        self._checked = True
+        """Refuse, before any work, what must not be written. An output that is an input is refused
+        at once; while an input is missing, its reader's error comes before the other refusals,
+        which then run when writing begins."""
+        inputs_only = self._missing_input and not self._checked
+        self._missing_input = False
+        self._checked = not inputs_only
         for folder in self.folders:
-            self._check_folder(folder)
+            self._check_not_input(folder) if inputs_only else self._check_folder(folder)
         if self.files:
             record = _read_record(record_of_file(self.files[0]))
             for path in self.files:
-                self._check_file(path, record, path.parent)
-        self._check_writable()
+                self._check_file(path, record, path.parent, inputs_only=inputs_only)
+        if not inputs_only:
+            self._check_writable()
         return self
 
     def _is_input(self, resolved: Path) -> Path | None:
@@ -180,11 +181,13 @@ class Outputs:
         what = "the input" if source == path.resolve() else "a file inside the input"
         raise OutputError(f"{path}: would overwrite {what} {source}; choose another output name (--overwrite never replaces an input)")
 
-    def _check_file(self, path: Path, record: dict | None, record_folder: Path) -> None:
+    def _check_file(self, path: Path, record: dict | None, record_folder: Path, inputs_only: bool = False) -> None:
         resolved = path.resolve()
         source = self._is_input(resolved)
         if source is not None and (resolved == source or (path.exists() and not self._own(path, record, record_folder))):
             self._refuse_input(path, source)
+        if inputs_only:
+            return
         if path.is_dir():
             raise OutputError(f"{path}: is a folder; give a file name for this output")
         if not path.exists() and not path.is_symlink():

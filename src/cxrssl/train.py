@@ -37,7 +37,7 @@ from cxrssl.data.splits import patient_share
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
 from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, scheduled_lr, sync_interval, training_step, two_views
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
-from cxrssl.hardware import native_bf16, resolve_device
+from cxrssl.hardware import cpu_description, native_bf16, resolve_device
 from cxrssl.interrupt import Interrupted
 from cxrssl.run import IDENTITY_KIND, RunFolder, data_identity
 from cxrssl.seeding import derived_generator, seed_everything
@@ -100,7 +100,7 @@ def _check_same_data(run: RunFolder, paths, data) -> None:
     if saved.get("identity") and saved["identity"] != identity:
         raise ConfigError(
             f"{data}: is not the data this run was trained on ({saved.get('path', saved.get('source'))}, {saved.get('images')} images: other files, "
-            f"or files whose bytes changed); resume with the run's own data, or start a new run in another --out"
+            f"or files whose bytes changed); resume with --data {saved.get('path', saved.get('source'))}, or start a new run in another --out"
         )
 
 
@@ -176,11 +176,20 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
 
     use_bf16 = config.amp and native_bf16(device)
     if start_epoch >= config.epochs:
-        # Resuming a run that has trained as far as asked: nothing to train, and its records
-        # (config.json with its true epochs, status, log) stay exactly as they are.
-        if context.is_main and progress:
-            tqdm.write(f"{run.root}: already trained {start_epoch} epochs (asked for {config.epochs}); nothing to do")
-        return PretrainResult(run.root, [float(row["loss"]) for row in run.read_log()[:start_epoch]], [], images.unreadable, len(images))
+        # Resuming a run that has trained as far as asked: nothing to train. Its config.json keeps
+        # its true settings; only an epoch whose commit a kill cut short (its state saved, its log
+        # row or status not yet) is completed from the state, which carries the log.
+        log_rows = read_metadata(run.state)[0].get("log") or run.read_log()[:start_epoch]
+        if context.is_main:
+            if run.read_log() != log_rows:
+                run.write_log(log_rows)
+            saved_epochs = int(run.read_config()["pretrain"].get("epochs", start_epoch))
+            status = json.loads(run.status.read_text()).get("state") if run.status.is_file() else None
+            if start_epoch >= saved_epochs and status != "complete":
+                run.set_status("complete", epochs_done=start_epoch, epochs=saved_epochs)
+            if progress:
+                tqdm.write(f"{run.root}: already trained {start_epoch} epochs (asked for {config.epochs}); nothing to do")
+        return PretrainResult(run.root, [float(row["loss"]) for row in log_rows], [], images.unreadable, len(images))
     if context.is_main:
         run.root.mkdir(parents=True, exist_ok=True)
         run.set_status("running", epochs_done=start_epoch, epochs=config.epochs)
@@ -270,6 +279,10 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
                 _stop_if_diverged(tracker, epoch, run, context)
                 bar.update(step + 1 - bar.n)
                 bar.set_postfix(loss=f"{float(tracker.last):.4f}", img_s=f"{(step + 1) * config.batch_size / (time.perf_counter() - started):.1f}")
+            if epoch == start_epoch + 1 and step + 1 == min(ESTIMATE_AFTER_STEPS, steps_per_epoch) and context.is_main and progress:
+                tqdm.write(
+                    _time_estimate(time.perf_counter() - started, step + 1, steps_per_epoch, last_epoch - start_epoch, config.batch_size, device)
+                )
         bar.close()
         wall = time.perf_counter() - started
         epoch_loss = _mean_over_processes(tracker.total / steps_per_epoch, context)
@@ -297,6 +310,20 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         if context.enabled:
             torch.distributed.barrier()
     return PretrainResult(run.root, losses, checkpoints, images.unreadable, len(images))
+
+
+ESTIMATE_AFTER_STEPS = 10  # steps timed (the first few are slower: warm-up) before the whole run's time is told
+
+
+def _time_estimate(seconds: float, steps: int, steps_per_epoch: int, epochs: int, batch_size: int, device: torch.device) -> str:
+    """How long the run will take on this machine, from its first steps (the monitors and saves come on top)."""
+    total = seconds / steps * steps_per_epoch * epochs
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_description()
+    hours, rest = divmod(round(total), 3600)
+    return (
+        f"{steps * batch_size / seconds:.1f} img/s over the first {steps} steps: {epochs} epoch(s) will take about "
+        f"{f'{hours} h ' if hours else ''}{rest // 60} min {rest % 60} s on this machine ({where})"
+    )
 
 
 def _mean_over_processes(value: torch.Tensor, context: DistributedContext) -> float:
