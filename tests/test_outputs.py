@@ -84,7 +84,11 @@ def _snapshot(root: Path) -> dict:
 
 def _refused(command, world, capsys) -> str:
     before = _snapshot(world["tmp"])
-    assert main(command) == 2, command
+    try:
+        code = main(command)
+    except SystemExit as refused:  # a flag refused by its type (e.g. a figure name without an image suffix)
+        code = refused.code
+    assert code == 2, command
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert _snapshot(world["tmp"]) == before, f"{command}: a file changed"
@@ -111,7 +115,7 @@ def test_an_output_never_replaces_an_input_even_with_overwrite(verb, flag, world
             continue  # table -o r.json writes r.md and r.csv: it never names the .json itself
         for overwrite in (False,) if verb == "pretrain" else (False, True):  # pretrain replaces no run: it resumes one
             err = _refused(_command(verb, world, flag, target, overwrite), world, capsys)
-            assert "input" in err or "not empty" in err or "already" in err, err
+            assert "input" in err or "not empty" in err or "already" in err or "a figure name ends in" in err, err
     if ".csv" in siblings:  # the output's sibling is the manifest: tsne -o data/labels.png
         target = world["manifest"].with_suffix(".md" if verb == "table" else ".png")
         is_input = "{manifest}" in VERBS[verb][0]
@@ -202,3 +206,34 @@ def test_a_new_result_removes_the_old_one_before_any_new_file_is_shown(tmp_path)
     assert json.loads((folder / FOLDER_RECORD).read_text())["files"] == {
         "sweep.csv": {"size": 3, "sha256": json.loads((folder / FOLDER_RECORD).read_text())["files"]["sweep.csv"]["sha256"]}
     }
+
+
+def test_the_same_command_run_again_keeps_its_folder_and_a_failed_one_leaves_nothing(tmp_path):
+    folder = tmp_path / "demo"
+    with Outputs("demo", {"seed": 0}, folders=[folder]).check().writing():
+        (folder / "run").mkdir(parents=True)
+        (folder / "run" / "config.json").write_text("{}")
+    with Outputs("demo", {"seed": 0}, folders=[folder]).check().writing():  # a re-run finds its own files where they were
+        assert (folder / "run" / "config.json").read_text() == "{}"
+    fresh = tmp_path / "never"
+    with pytest.raises(RuntimeError):
+        with Outputs("compare", {"seed": 0}, folders=[fresh]).check().writing():
+            raise RuntimeError("refused before any output was written")
+    assert not fresh.exists()  # neither an incomplete record nor an empty folder is left
+    target = tmp_path / "r.json"
+    with pytest.raises(RuntimeError):
+        with Outputs("probe", {"seed": 0}, files=[target]).check().writing():
+            raise RuntimeError("refused")
+    assert not record_of_file(target).exists()
+
+
+@pytest.mark.parametrize("name", [".r.json.cxrssl.json", ".cxrssl-output.json", ".r.json.lock", ".lock"])
+def test_a_provenance_record_or_a_lock_is_never_an_output(tmp_path, name):
+    with pytest.raises(OutputError, match="provenance record or lock"):
+        Outputs("probe", {}, files=[tmp_path / name], overwrite=True).check()
+
+
+def test_a_figure_name_says_its_format(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["tsne", "--checkpoints", "c.json", "--task", "t.csv", "-o", str(tmp_path / "figure")])  # matplotlib would write figure.png
+    assert "a figure name ends in .png" in capsys.readouterr().err

@@ -67,7 +67,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         raise
     except Exception as error:  # a writer library's own error (safetensors, matplotlib, numpy) for a full disk
         tmp_path.unlink(missing_ok=True)
-        disk = disk_error(error, path)
+        disk = disk_error(error, path) or _out_of_room(tmp_path.parent, path)
         if disk is not None:
             raise disk from error
         raise
@@ -80,6 +80,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 # Phrases of the operating system's messages for a full disk or a file-size limit, as
 # libraries that do not raise OSError (safetensors' Rust writer, for one) pass them on.
 DISK_MESSAGES = {"no space left": errno.ENOSPC, "quota exceeded": errno.EDQUOT, "file too large": errno.EFBIG, "input/output error": errno.EIO}
+
+
+def _out_of_room(folder: Path, path) -> OSError | None:
+    """ENOSPC or EFBIG when the folder's disk is (nearly) full or a file-size limit is in force:
+    what a library's bare error (torch.save's "unexpected pos") most likely meant."""
+    import resource
+
+    try:
+        usage = os.statvfs(folder)
+        if usage.f_bavail * usage.f_frsize < 2**20:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(path))
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def disk_error(error: BaseException, path) -> OSError | None:

@@ -57,6 +57,12 @@ def record_of_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.cxrssl.json")
 
 
+def is_bookkeeping(path: Path) -> bool:
+    """A provenance record's or a lock's name: never an output a user may name."""
+    name = Path(path).name
+    return name in (FOLDER_RECORD, FOLDER_LOCK) or (name.startswith(".") and (name.endswith(".cxrssl.json") or name.endswith(".lock")))
+
+
 def lock_of_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.lock")
 
@@ -134,6 +140,7 @@ class Outputs:
         self._missing_input = False
         self._checked = False
         self._held = False
+        self._created: list[Path] = []  # folders the check made: removed again if the command leaves them empty
         for item in inputs:
             if not item:
                 continue
@@ -182,6 +189,8 @@ class Outputs:
         raise OutputError(f"{path}: would overwrite {what} {source}; choose another output name (--overwrite never replaces an input)")
 
     def _check_file(self, path: Path, record: dict | None, record_folder: Path, inputs_only: bool = False) -> None:
+        if is_bookkeeping(path):
+            raise OutputError(f"{path}: is the name of cxrssl's own provenance record or lock; choose another output name")
         resolved = path.resolve()
         source = self._is_input(resolved)
         if source is not None and (resolved == source or (path.exists() and not self._own(path, record, record_folder))):
@@ -262,6 +271,8 @@ class Outputs:
 
     def _check_writable(self) -> None:
         for folder in sorted({p.resolve().parent for p in self.files} | {f.resolve() for f in self.folders}):
+            if not folder.exists():
+                self._created.append(folder)
             folder.mkdir(parents=True, exist_ok=True)
             handle, probe = tempfile.mkstemp(prefix=".cxrssl-write-check.", suffix=".tmp", dir=folder)
             os.close(handle)
@@ -290,12 +301,35 @@ class Outputs:
         if self._held:
             yield self
             return
-        with hold_locks(self._locks()):
-            self._held = True
+        try:
+            with hold_locks(self._locks()):
+                self._held = True
+                try:
+                    yield self
+                except BaseException:
+                    self._forget_unstarted()
+                    raise
+                finally:
+                    self._held = False
+        finally:
+            self._remove_empty_folders()  # after the lock inside it is gone
+
+    def _forget_unstarted(self) -> None:
+        """A command that failed or was stopped before it wrote any output leaves no record of it."""
+        for record_path, base, files in self._records():
+            record = _read_record(record_path)
+            if record is None or record.get("key") != self.key or record.get("complete"):
+                continue
+            written = [f for f in files if f.exists()] if files else _folder_files(base)  # a journal counts: it is resumable work
+            if not written:
+                record_path.unlink(missing_ok=True)
+
+    def _remove_empty_folders(self) -> None:
+        for folder in sorted(self._created, key=lambda f: len(f.parts), reverse=True):
             try:
-                yield self
-            finally:
-                self._held = False
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
 
     @contextmanager
     def writing(self) -> Iterator[Outputs]:
@@ -307,7 +341,9 @@ class Outputs:
         with self.holding():
             for record_path, base, files in self._records():
                 old = _read_record(record_path)
-                resumable = old is not None and old.get("verb") == self.verb and old.get("key") == self.key and not old.get("complete")
+                # The same command re-run (or resumed) writes its own files again; another command's
+                # result (replaced with --overwrite) goes before any new file is shown.
+                resumable = old is not None and old.get("verb") == self.verb and old.get("key") == self.key
                 base.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(record_path, self._record(base, files, complete=False))
                 if old is not None and not resumable:

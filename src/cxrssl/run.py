@@ -74,10 +74,28 @@ class RunFolder:
                 old.unlink(missing_ok=True)
 
     def read_log(self) -> list[dict]:
+        """log.csv's rows, each with a whole epoch and a number for its loss; a damaged log is one line."""
         if not self.log.is_file():
             return []
-        with self.log.open(newline="") as handle:
-            return list(csv.DictReader(handle))
+        try:
+            with self.log.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            for row in rows:
+                int(row["epoch"]), float(row["loss"])
+        except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError) as error:
+            raise CxrsslError(
+                f"{self.log}: damaged ({type(error).__name__}: {error}); the run's state holds the log: "
+                "resume the run (`cxrssl pretrain ... --resume`) to write it again"
+            ) from None
+        return rows
+
+    def read_status(self) -> dict:
+        """status.json, or {} when it is absent or damaged (it only describes; nothing is decided by it)."""
+        try:
+            status = json.loads(self.status.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            return {}
+        return status if isinstance(status, dict) else {}
 
     def write_log(self, rows: list[dict]) -> None:
         atomic_write_text(self.log, csv_dict_text(LOG_COLUMNS, rows, for_spreadsheets=False))

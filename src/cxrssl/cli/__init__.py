@@ -43,8 +43,15 @@ RESUME_HINT = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A flag error is one line, ``cxrssl VERB: error: ...`` (exit code 2), as every other error; --help shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cxrssl", description="Self-supervised pretraining on chest X-rays, and honest evaluation.")
+    parser = OneLineParser(prog="cxrssl", description="Self-supervised pretraining on chest X-rays, and honest evaluation.")
     parser.add_argument("--version", action="version", version=f"cxrssl {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error (cxrssl --debug VERB ...)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")

@@ -55,6 +55,44 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1  # what numpy's and scikit-learn's generators take
+
+
+def seed_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to {MAX_SEED}, got {text!r}")
+    return value
+
+
+def bounded_int(low: int, high: int, what: str):
+    """A whole number in [low, high] (e.g. a batch size, an image side)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} from {low} to {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
+def figure_path(text: str) -> str:
+    """A figure's file name: its suffix says the format (matplotlib would add .png to a bare name, unchecked)."""
+    if Path(text).suffix.lower() not in FIGURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"a figure name ends in {', '.join(FIGURE_SUFFIXES)}, got {text!r}; e.g. {Path(text).stem or 'figure'}.png")
+    return text
+
+
 def bootstrap_count(text: str) -> int:
     """Bootstrap resamples: 0 (no intervals) or more (tests use 20; 1,000 or more for intervals to report)."""
     return non_negative_int(text)
@@ -165,7 +203,7 @@ def add_backbone_flags(verb) -> None:
     which.add_argument("--init", metavar="random|imagenet|FILE", help=INIT_HELP)
     verb.add_argument("--arch", help=f"architecture for --init: {architectures()} (default {DEFAULT_ARCH}); with --checkpoint, checked against it")
     verb.add_argument("--image-size", type=positive_int, default=128, help="image size for --init")
-    verb.add_argument("--seed", type=int, default=0, help="seed of --init random, the split and the bootstrap")
+    verb.add_argument("--seed", type=seed_value, default=0, help="seed of --init random, the split and the bootstrap")
     verb.add_argument("--quiet", action="store_true")
 
 
@@ -190,7 +228,9 @@ def add_result_flags(verb, output: str, label: str) -> None:
 
 def add_finetune_flags(verb) -> None:
     verb.add_argument("--epochs", type=positive_int, default=20, help="fine-tuning: at most this many epochs (default 20)")
-    verb.add_argument("--batch-size", type=positive_int, default=32, help="fine-tuning batch (default 32)")
+    verb.add_argument(
+        "--batch-size", type=bounded_int(2, 4096, "a batch size"), default=32, help="fine-tuning batch (default 32; BatchNorm needs 2 or more)"
+    )
     verb.add_argument("--lr", type=positive_float, default=1e-3, help="fine-tuning: learning rate of the head (default 1e-3)")
     verb.add_argument("--backbone-lr", type=positive_float, default=1e-4, help="fine-tuning: learning rate of the backbone (default 1e-4)")
     verb.add_argument("--patience", type=positive_int, default=5, help="fine-tuning: stop after this many epochs without a better validation AUC")
@@ -201,7 +241,7 @@ def add_finetune_flags(verb) -> None:
 def add_sweep_flags(verb) -> None:
     verb.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
     verb.add_argument("--positive", help="the disease class (default: the class that is not normal)")
-    verb.add_argument("--seed", type=int, default=0)
+    verb.add_argument("--seed", type=seed_value, default=0)
     verb.add_argument("--bootstrap", type=bootstrap_count, default=1000, help="bootstrap resamples for the 95%% CIs")
     verb.add_argument("--quiet", action="store_true")
     add_findings_flags(verb)

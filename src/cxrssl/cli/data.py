@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrssl.cli.common import add_overwrite_flag, data_inputs, fraction, fractions, outputs_for, positive_int, sibling
+from cxrssl.cli.common import add_overwrite_flag, bounded_int, data_inputs, fraction, fractions, outputs_for, positive_int, seed_value, sibling
 from cxrssl.errors import CxrsslError
 
 
@@ -20,8 +20,8 @@ def _phantom(verbs) -> None:
     verb = verbs.add_parser("phantom", help="write synthetic chest radiographs and their manifest")
     verb.add_argument("out", help="folder to write into (new or empty)")
     verb.add_argument("--n", type=positive_int, default=400, help="number of images (default 400)")
-    verb.add_argument("--size", type=positive_int, default=256, help="image side in pixels (default 256)")
-    verb.add_argument("--seed", type=int, default=0)
+    verb.add_argument("--size", type=bounded_int(16, 4096, "an image side in pixels"), default=256, help="image side in pixels (default 256)")
+    verb.add_argument("--seed", type=seed_value, default=0)
     verb.add_argument("--positive-fraction", type=fraction, default=0.5, help="share of PNEUMONIA patients (default 0.5)")
     verb.add_argument(
         "--findings",
@@ -95,7 +95,7 @@ def _split(verbs) -> None:
     verb.add_argument("manifest")
     verb.add_argument("-o", "--output", required=True, help="manifest to write")
     verb.add_argument("--fractions", type=fractions, help="train,val,test shares (default 0.7,0.1,0.2)")
-    verb.add_argument("--seed", type=int, default=0)
+    verb.add_argument("--seed", type=seed_value, default=0)
     add_overwrite_flag(verb)
     verb.set_defaults(handler=split)
 
@@ -141,7 +141,7 @@ def _index(verbs) -> None:
         choices=("ignore", "ones", "zeros"),
         help="chexpert labelled tasks: an uncertain (-1) label becomes not labelled (ignore, default; U-Ignore), 1 (ones) or 0 (zeros)",
     )
-    verb.add_argument("--seed", type=int, default=0, help="nih14: seed of the matched 'No Finding' images")
+    verb.add_argument("--seed", type=seed_value, default=0, help="nih14: seed of the matched 'No Finding' images")
     verb.add_argument("--unlabelled", action="store_true", help="folder: every image below ROOT, without classes")
     add_overwrite_flag(verb)
     verb.set_defaults(handler=index)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from cxrssl.cli.common import add_overwrite_flag, outputs_for
+from cxrssl.cli.common import add_overwrite_flag, outputs_for, seed_value
 
 
 def register(verbs) -> None:
     verb = verbs.add_parser("demo", help="the whole method end to end on phantom radiographs (a few minutes)")
     verb.add_argument("--out", default="cxrssl-demo", help="output folder (default ./cxrssl-demo)")
-    verb.add_argument("--seed", type=int, default=0)
+    verb.add_argument("--seed", type=seed_value, default=0)
     add_overwrite_flag(verb)
     verb.set_defaults(handler=run)
 

@@ -21,12 +21,14 @@ from cxrssl.cli.common import (
     budgets,
     checkpoint_inputs,
     data_inputs,
+    figure_path,
     finetune_settings,
     non_negative_int,
     outputs_for,
     positive_int,
     probe_settings,
     readout_choices,
+    seed_value,
     sibling,
 )
 
@@ -119,7 +121,9 @@ def probe(args) -> None:
 def _finetune(verbs) -> None:
     verb = verbs.add_parser("finetune", help="train backbone + linear head end to end on a labelled task; output as `probe`")
     add_result_flags(verb, "finetune.json", "the backbone and 'fine-tuned'")
-    verb.add_argument("--gradcam", metavar="FIG.png", help="also draw Grad-CAM of the fine-tuned network on test images (+ FIG_errors.png)")
+    verb.add_argument(
+        "--gradcam", type=figure_path, metavar="FIG.png", help="also draw Grad-CAM of the fine-tuned network on test images (+ FIG_errors.png)"
+    )
     verb.add_argument("--finding", help="multi-label task: the finding --gradcam explains (default: the best-scored)")
     verb.add_argument("--save-model", metavar="DIR", help="save the fine-tuned network for `cxrssl predict` (safetensors + JSON)")
     add_finetune_flags(verb)
@@ -197,7 +201,7 @@ def _compare(verbs) -> None:
     verb.add_argument("--reference", help="backbone the others are compared with (default: random init)")
     verb.add_argument("--positive", help="the disease class (default: the class that is not normal)")
     add_findings_flags(verb)
-    verb.add_argument("--seed", type=int, default=0, help="seed of the folds, the label draws and --init random")
+    verb.add_argument("--seed", type=seed_value, default=0, help="seed of the folds, the label draws and --init random")
     verb.add_argument("--bootstrap", type=bootstrap_count, default=2000, help="patient resamples when the task has an official test split")
     verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
     verb.add_argument("--jobs", type=non_negative_int, default=0, help="worker processes for the fits (default: one per core)")

@@ -12,8 +12,10 @@ from cxrssl.cli.common import (
     bootstrap_count,
     checkpoint_inputs,
     data_inputs,
+    figure_path,
     outputs_for,
     positive_int,
+    seed_value,
     sibling,
 )
 
@@ -31,8 +33,10 @@ def _tsne(verbs) -> None:
     verb.add_argument(
         "--finding", help="multi-label task: colour the points by this finding (positive or negative; images where it is not labelled are left out)"
     )
-    verb.add_argument("-o", "--output", default="tsne.png", help="figure; the 2-D coordinates go to the same name .csv")
-    verb.add_argument("--seed", type=int, default=0)
+    verb.add_argument(
+        "-o", "--output", type=figure_path, default="tsne.png", help="figure (.png, .pdf, .svg); the 2-D coordinates go to the same name .csv"
+    )
+    verb.add_argument("--seed", type=seed_value, default=0)
     verb.add_argument("--quiet", action="store_true")
     add_overwrite_flag(verb)
     verb.set_defaults(handler=tsne)
@@ -59,7 +63,7 @@ def _gradcam(verbs) -> None:
     verb.add_argument("--min-patients", type=positive_int, default=5, help=MIN_PATIENTS_HELP)
     verb.add_argument("-n", type=positive_int, default=8, help="images per figure (default 8)")
     verb.add_argument("--bootstrap", type=bootstrap_count, default=200, help="bootstrap resamples of the probe run first")
-    verb.add_argument("-o", "--output", default="gradcam.png", help="figure; errors go to <name>_errors.png")
+    verb.add_argument("-o", "--output", type=figure_path, default="gradcam.png", help="figure (.png, .pdf, .svg); errors go to <name>_errors.png")
     add_overwrite_flag(verb)
     verb.set_defaults(handler=gradcam)
 

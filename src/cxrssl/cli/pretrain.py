@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import os
 
-from cxrssl.cli.common import architectures, checkpoint_inputs, data_inputs, int_list, method_setting, outputs_for, positive_float, positive_int
+from cxrssl.cli.common import (
+    architectures,
+    checkpoint_inputs,
+    data_inputs,
+    int_list,
+    method_setting,
+    outputs_for,
+    positive_float,
+    positive_int,
+    seed_value,
+)
 
 
 def register(verbs) -> None:
@@ -37,7 +47,7 @@ def register(verbs) -> None:
     verb.add_argument("--temperature", help="simclr and moco: softmax temperature (default 0.5, 0.2)")
     verb.add_argument("--momentum", help="moco and byol: EMA coefficient of the target network (default 0.99)")
     verb.add_argument("--queue-size", help="moco: negatives kept in the queue (default 4096)")
-    verb.add_argument("--seed", type=int)
+    verb.add_argument("--seed", type=seed_value)
     verb.add_argument("--fraction", type=float, help="share of patients to pretrain on, in (0, 1]")
     verb.add_argument("--keep", type=int_list, help="epochs whose checkpoints are kept, e.g. 10,25,50,100")
     verb.add_argument("--device", choices=("auto", "cpu", "cuda"))

@@ -441,13 +441,6 @@ def _burn_in_marker(pixels: np.ndarray, acquisition: Acquisition) -> np.ndarray:
 # --- datasets ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PhantomRecord:
-    path: str
-    patient_id: str
-    label: str
-
-
 def phantom_images_per_patient(rng: np.random.Generator) -> int:
     """Most patients have one film; some have follow-ups (up to five in all)."""
     return int(min(1 + rng.geometric(0.55) - 1, 5))

@@ -239,7 +239,7 @@ def build_report(
     for task in tasks:  # --finding is checked on every task before any work
         require_finding(manifest_of(open_data(task)), settings, finding)
     config = run.read_config()
-    status = json.loads(run.status.read_text()) if run.status.is_file() else {}
+    status = run.read_status()
     log = run.read_log()
     with tempfile.TemporaryDirectory() as workdir:
         workdir = Path(workdir)

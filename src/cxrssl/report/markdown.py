@@ -12,7 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 # Order matters: "&" first, so the entities added after it are not escaped twice.
-_REPLACEMENTS = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "&#96;"), ("\r\n", " "), ("\n", " "), ("\r", " "))
+_REPLACEMENTS = (
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ("|", "\\|"),
+    ("`", "&#96;"),
+    ("](", "&#93;("),
+    ("\r\n", " "),
+    ("\n", " "),
+    ("\r", " "),
+)  # "](": no link or image from a name; "[95.0–98.0]" stays
 
 
 class Markdown(str):
