@@ -312,3 +312,18 @@ def test_reuse_cache_finds_only_an_intact_cache_of_the_same_manifest_and_size(tm
         reuse_cache(manifest, tmp_path / "cache", 48)
     (tmp_path / "cache" / PIXELS).write_bytes(b"\0" * (48 * 32 * 32))
     assert reuse_cache(manifest, tmp_path / "cache", 32) is None  # damaged: to be rebuilt
+
+
+def test_a_damaged_cache_beside_a_file_of_the_users_is_rebuilt_in_place_and_the_file_stays(tmp_path, phantom_manifest):
+    from cxrssl.data.cache import build_cache
+    from cxrssl.data.manifest import read_manifest
+
+    manifest = read_manifest(phantom_manifest)
+    folder = tmp_path / "cache"
+    build_cache(manifest, folder, 32, workers=1, progress=False)
+    lines = (folder / "manifest.csv").read_text().splitlines()
+    (folder / "manifest.csv").write_text("\n".join(lines[:4] + lines[5:]) + "\n")  # a row removed by hand
+    (folder / "notes.txt").write_text("mine")
+    summary = build_cache(manifest, folder, 32, workers=1, progress=False)
+    assert summary.rebuilt and not summary.reused and (folder / "notes.txt").read_text() == "mine"
+    assert build_cache(manifest, folder, 32, workers=1, progress=False).reused  # whole again

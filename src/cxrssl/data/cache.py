@@ -216,7 +216,8 @@ def build_cache(manifest: Manifest, folder: str | Path, size: int, workers: int 
     reusable, rebuilt = _existing(folder, digest, size)
     if reusable is not None:
         return reusable
-    if folder.is_dir() and not all(_leftover(p.name) for p in folder.iterdir()):
+    # A damaged cache is rebuilt in place (only its own files are written; a file of the user's beside them stays).
+    if folder.is_dir() and not rebuilt and not all(_leftover(p.name) for p in folder.iterdir()):
         raise ManifestError(f"{folder}: is not empty and is not a cxrssl cache; choose a new or empty -o folder (nothing there was changed)")
     folder.mkdir(parents=True, exist_ok=True)
     for name in (INFO, PIXELS, UNREADABLE):  # of a damaged or interrupted cache: the folder is incomplete from here on
