@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Under pytest-xdist (.ci/run: one worker per core), each worker and the processes its tests
+# start use one thread: two workers with two threads each would fight over two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 import pytest
 from hypothesis import settings
