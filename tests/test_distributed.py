@@ -145,8 +145,23 @@ def _two_launchers(arguments: list[str], port: int, rdzv_id: str) -> list[subpro
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH", "")]),
     }
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
-              "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", rdzv_id, "--max_restarts", "0"]  # fmt: skip
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "1",
+        "--rdzv_backend",
+        "c10d",
+        "--rdzv_endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv_id",
+        rdzv_id,
+        "--max_restarts",
+        "0",
+    ]
     return [subprocess.Popen([*launch, *arguments], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
 
 
@@ -194,8 +209,25 @@ def test_two_nodes_killed_and_requeued_with_the_same_command_finish_as_an_uninte
     from cxrssl.checkpoint import load_tensors
 
     def pretrain(run):
-        return ["-m", "cxrssl", "pretrain", "--data", str(phantom_manifest), "--out", str(run), "--config", "demo", "--image-size", "32",
-                "--batch-size", "16", "--epochs", "4", "--quiet", "--resume"]  # fmt: skip
+        return [
+            "-m",
+            "cxrssl",
+            "pretrain",
+            "--data",
+            str(phantom_manifest),
+            "--out",
+            str(run),
+            "--config",
+            "demo",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "4",
+            "--quiet",
+            "--resume",
+        ]
 
     whole = tmp_path / "whole"
     _wait(_two_launchers(pretrain(whole), _free_port(), "whole"))

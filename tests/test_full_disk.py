@@ -51,7 +51,7 @@ VERBS = {
         "--epochs",
         "1",
         "--quiet",
-    ],  # fmt: skip
+    ],
     "probe": lambda world, out: [
         "probe",
         "--init",
@@ -65,7 +65,7 @@ VERBS = {
         "--bootstrap",
         "20",
         "--quiet",
-    ],  # fmt: skip
+    ],
 }
 
 

@@ -88,8 +88,30 @@ def test_sigterm_ends_compare_and_its_worker_processes(tmp_path, phantom_manifes
     weights = tmp_path / "other.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     marker = f"CXRSSL_TEST_RUN={tmp_path.name}"
-    command = [sys.executable, "-m", "cxrssl", "compare", "--init", "random", "--init", str(weights), "--image-size", "32", "--task", str(phantom_manifest),
-               "--labels", "5,all", "--folds", "3", "--repeats", "20", "--jobs", "2", "-o", str(tmp_path / "cmp")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "cxrssl",
+        "compare",
+        "--init",
+        "random",
+        "--init",
+        str(weights),
+        "--image-size",
+        "32",
+        "--task",
+        str(phantom_manifest),
+        "--labels",
+        "5,all",
+        "--folds",
+        "3",
+        "--repeats",
+        "20",
+        "--jobs",
+        "2",
+        "-o",
+        str(tmp_path / "cmp"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CXRSSL_TEST_RUN": tmp_path.name}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in process.stdout:  # the fits have started: workers exist
