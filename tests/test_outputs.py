@@ -237,3 +237,32 @@ def test_a_figure_name_says_its_format(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["tsne", "--checkpoints", "c.json", "--task", "t.csv", "-o", str(tmp_path / "figure")])  # matplotlib would write figure.png
     assert "a figure name ends in .png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["split", "m.csv", "-o", "s.csv", "--seed", "-1"],
+        ["probe", "--init", "random", "--task", "t.csv", "--seed", "99999999999999999999"],
+        ["finetune", "--init", "random", "--task", "t.csv", "--batch-size", "1"],
+        ["phantom", "p", "--size", "100000"],
+        ["gradcam", "--init", "random", "--task", "t.csv", "-o", "g.json"],
+    ],
+)
+def test_values_that_used_to_end_in_a_traceback_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and err.count("\n") == 1 and err.startswith(f"cxrssl {argv[0]}: error: "), err
+
+
+def test_a_damaged_run_log_is_one_line(tmp_path):
+    from cxrssl.errors import CxrsslError
+    from cxrssl.run import RunFolder
+
+    run = RunFolder(tmp_path)
+    run.log.write_text("epoch,loss\n1,abc\nzz\n")
+    with pytest.raises(CxrsslError, match="log.csv: damaged"):
+        run.read_log()
+    run.status.write_text("{")
+    assert run.read_status() == {}
