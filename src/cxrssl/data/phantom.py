@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy.ndimage import gaussian_filter
 
+from cxrssl.data.adapters.chexpert import OBSERVATIONS
 from cxrssl.data.manifest import Manifest, ManifestRow, write_manifest
 from cxrssl.errors import CxrsslError
 from cxrssl.fileio import atomic_save_image, atomic_write_text, csv_text
@@ -786,27 +787,7 @@ def _write_findings_dataset(out_dir, n, size, seed, findings, prevalence, co_occ
 # --- findings mode: a CheXpert-shaped tree ---------------------------------------------
 
 CHEXPERT_FOLDER = "CheXpert-v1.0-small"
-CHEXPERT_HEADER = (
-    "Path",
-    "Sex",
-    "Age",
-    "Frontal/Lateral",
-    "AP/PA",
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+CHEXPERT_HEADER = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS)  # train.csv and valid.csv, as the adapter reads them
 CHEXPERT_OBSERVATIONS = CHEXPERT_HEADER[5:]
 CHEXPERT_COMPETITION = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 # CheXpert column -> the phantom finding it reports. Atelectasis is not drawn: it is
