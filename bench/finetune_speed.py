@@ -30,7 +30,7 @@ TASK = Path(__file__).resolve().parents[2] / "shared" / "data" / "nih_pneumonia"
 
 def step_rates(size: int, batch: int, rounds: int = 3) -> tuple[float, float]:
     from cxrssl.config import load_pretrain_config
-    from cxrssl.engine import make_optimizer, training_step, two_views
+    from cxrssl.engine import make_optimizer, make_views, training_step
     from cxrssl.eval.finetune import FINETUNE_AUGMENT, Classifier
     from cxrssl.hardware import native_bf16
     from cxrssl.models import build_backbone, feature_dim
@@ -55,7 +55,7 @@ def step_rates(size: int, batch: int, rounds: int = 3) -> tuple[float, float]:
         training_step(classifier, classifier_opt, (view, targets), autocast)
 
     def pretrain_step():
-        training_step(simclr, simclr_opt, two_views(ssl_augment, pixels, generator, True), autocast)
+        training_step(simclr, simclr_opt, make_views(ssl_augment, pixels, generator, True), autocast)
 
     best = {"finetune": 0.0, "pretrain": 0.0}
     for step in (finetune_step, pretrain_step):

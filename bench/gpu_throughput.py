@@ -28,7 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cxrssl.data.images import ImageSet
 from cxrssl.data.manifest import Manifest, ManifestRow
-from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, sync_interval, training_step, two_views
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, make_views, prepare_device, sync_interval, training_step
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import AugmentConfig, BatchAugment
 from cxrssl.ssl.methods import SimCLR
@@ -81,7 +81,7 @@ def run(args, device, cache, batch: int, compiled: bool) -> dict:
         tracker, generator = LossTracker(device), derived_generator(0, batch)
         started = time.perf_counter()
         for step, pixels in enumerate(batches):
-            tracker.add(training_step(forward, optimizer, two_views(augment, pixels, generator, True), autocast), step)
+            tracker.add(training_step(forward, optimizer, make_views(augment, pixels, generator, True), autocast), step)
             if (step + 1) % read_every == 0:
                 tracker.diverged_at()
         if tracker.diverged_at() is not None:
@@ -95,7 +95,7 @@ def run(args, device, cache, batch: int, compiled: bool) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     end_to_end = train_steps(args.steps)
-    views = two_views(augment, cache.batch(order[:batch]).to(device), derived_generator(1, batch), True)
+    views = make_views(augment, cache.batch(order[:batch]).to(device), derived_generator(1, batch), True)
     synchronize(device)
     started = time.perf_counter()
     for _ in range(args.steps):

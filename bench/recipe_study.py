@@ -81,7 +81,7 @@ def task_manifest(task: dict, work: Path) -> Path:
     return manifest
 
 
-JUDGING = ("name", "about", "run_of", "readout", "probe_size")  # arm keys that are not pretraining settings
+JUDGING = ("name", "about", "run_of", "readout", "probe_size", "compare_epochs", "pool", "transductive")  # arm keys that are not pretraining settings
 
 
 def arm_config(study: dict, arm: dict) -> dict:
@@ -112,15 +112,16 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
     if not complete and "run_of" in arm:
         raise SystemExit(f"arm {name} judges the run of arm {arm['run_of']}: run that arm first")
     if not complete:
-        cache = work / f"pool{size}.cache"
+        pool, tag = pool_manifest(study, arm, work)
+        cache = work / f"pool{size}{tag}.cache"
         if not (cache / "cache.json").is_file():
-            cxrssl("cache", str(DATA / study["pool"]), "-o", str(cache), "--size", str(size), "--quiet")
+            cxrssl("cache", str(pool), "-o", str(cache), "--size", str(size), "--quiet")
         resume = ["--resume"] if (run / "state" / "last.json").is_file() else []
         cxrssl("pretrain", "--data", str(cache), "--out", str(run), "--config", str(config_file), "--quiet", *resume)
     for record in RECORDS:
         copy_record(run / record, results / f"run_{record}", work)
 
-    checkpoints = [f"{name} e{epoch}={run / 'checkpoints' / f'epoch_{epoch:04d}.json'}" for epoch in study_epochs(study, epochs)]
+    checkpoints = [f"{name} e{epoch}={run / 'checkpoints' / f'epoch_{epoch:04d}.json'}" for epoch in study_epochs(study, arm, epochs)]
     probe_size = arm.get("probe_size", size)
     for task in study["tasks"]:
         if probe_size > task.get("max_size", math.inf):
@@ -152,11 +153,90 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
             )
         for record in COMPARE_RECORDS:
             copy_record(output / record, results / f"{task['name']}_{record}", work)
+        if "run_of" not in arm:
+            knn_record(task, task_manifest(task, work), run, probe_size, results / f"{task['name']}_knn.csv", work)
 
 
-def study_epochs(study: dict, epochs: int) -> list[int]:
-    """The checkpoints compared: the last epoch, and the middle one the config keeps."""
-    return sorted({epochs, *(epoch for epoch in study.get("compare_epochs", []) if epoch < epochs)}, reverse=True)
+MONITOR_PATIENTS = 25  # per class: the k-NN monitor's handful of labels (at 10 per class its AUC was below 0.5 on nih_pneumonia)
+
+
+def knn_record(task: dict, manifest: Path, run: Path, size: int, out: Path, work: Path) -> None:
+    """The k-NN monitor (``cxrssl.ssl.monitors.knn_auc``) of every kept checkpoint on MONITOR_PATIENTS patients per class of the task."""
+    if out.is_file():
+        return
+    import csv
+
+    import numpy as np
+
+    from cxrssl.data.manifest import read_manifest, write_manifest
+    from cxrssl.data.splits import patient_classes
+    from cxrssl.eval.features import BackboneSpec
+    from cxrssl.eval.sweep import with_knn_monitor
+    from cxrssl.run import RunFolder
+
+    small = work / "monitors" / f"{task['name']}.csv"
+    if not small.is_file():
+        rows = read_manifest(manifest)
+        classes = patient_classes(rows.patient_keys, rows.labels)
+        rng = np.random.default_rng(24)
+        chosen = set()
+        for label in sorted(set(classes.values())):
+            patients = sorted(p for p, c in classes.items() if c == label)
+            chosen |= set(rng.choice(patients, size=min(MONITOR_PATIENTS, len(patients)), replace=False).tolist())
+        small.parent.mkdir(parents=True, exist_ok=True)
+        picked = rows.select([i for i, key in enumerate(rows.patient_keys) if key in chosen])
+        picked.rows = [type(row)(str(rows.resolve(row)), row.patient_id or row.patient_key, row.label, "", row.extra) for row in picked.rows]
+        write_manifest(picked, small)
+    folder = RunFolder(run)
+    specs = [BackboneSpec.from_checkpoint(path) for path in folder.saved_checkpoints()]
+    log = with_knn_monitor(folder.read_log(), specs, small, size)
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["epoch", "knn_auc"])
+        writer.writerows((entry["epoch"], entry["knn_auc"]) for entry in log if "knn_auc" in entry)
+
+
+def pool_manifest(study: dict, arm: dict, work: Path) -> tuple[Path, str]:
+    """The arm's pretraining images: the study's pool, or (``pool: [A.csv, B.csv]``) those manifests merged.
+
+    Merged rows keep their patient ids (NIH's are one namespace across its subsets, so a
+    patient's films in two subsets stay one patient); a file name seen before (the same
+    NIH film in two subsets) is kept once.
+    """
+    if "pool" not in arm:
+        return DATA / study["pool"], ""
+    import csv
+    import hashlib
+
+    names = list(arm["pool"])
+    tag = "-" + hashlib.sha256("|".join(names).encode()).hexdigest()[:8]
+    folder = work / "pools" / tag[1:]
+    merged = folder / "labels.csv"
+    if merged.is_file():
+        return merged, tag
+    rows, seen = [], set()
+    for name in names:
+        manifest = DATA / name
+        with manifest.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                path = Path(row["path"])
+                path = path if path.is_absolute() else manifest.parent / path
+                if path.name in seen:
+                    continue
+                seen.add(path.name)
+                rows.append((str(path), row.get("patient_id", ""), Path(name).parts[0]))
+    folder.mkdir(parents=True, exist_ok=True)
+    with merged.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "patient_id", "label", "source"])
+        writer.writerows((path, patient, "", source) for path, patient, source in rows)
+    return merged, tag
+
+
+def study_epochs(study: dict, arm: dict, epochs: int) -> list[int]:
+    """The checkpoints compared: the last epoch, and those the arm (or else the study) names."""
+    named = arm.get("compare_epochs", study.get("compare_epochs", []))
+    return sorted({epochs, *(epoch for epoch in named if epoch < epochs)}, reverse=True)
 
 
 # --- the table ---------------------------------------------------------------------
@@ -181,6 +261,16 @@ def _wall_minutes(log_csv: Path) -> float:
     return min(walls) * len(walls) / 60
 
 
+def _speed(results: Path) -> tuple[str, str]:
+    """The fastest epoch's images per second (the idle machine's), and the CPU that ran the arm (recorded since issue 24)."""
+    import csv
+
+    with (results / "run_log.csv").open() as handle:
+        speed = max(float(row["images_per_s"]) for row in csv.DictReader(handle))
+    cpu = json.loads((results / "run_config.json").read_text()).get("cpu", "not recorded")
+    return f"{speed:.0f}", cpu
+
+
 def table(study: dict) -> str:
     lines = [
         "Paired AUC difference, pretrained minus random initialisation, in AUC points with its 95 % interval "
@@ -189,13 +279,14 @@ def table(study: dict) -> str:
         "the fastest epoch's wall time times the epochs (the idle machine's time), two cores, bf16 autocast.",
         "",
     ]
+    cpus: dict[str, set] = {}
     for task in study["tasks"]:
         budgets = task.get("labels", study["labels"]).split(",")
         lines += [
             f"**{task['name']}**",
             "",
-            "| arm | what changes | pretraining (min) | " + " | ".join(f"{b}/class" for b in budgets) + " |",
-            "|---|---|---|" + "---|" * len(budgets),
+            "| arm | what changes | pretraining (min) | img/s | " + " | ".join(f"{b}/class" for b in budgets) + " |",
+            "|---|---|---|---|" + "---|" * len(budgets),
         ]
         randoms = {}  # random initialisation's AUC per probe size and readout
         for arm in study["arms"]:
@@ -214,10 +305,88 @@ def table(study: dict) -> str:
             )
             randoms[judged] = {row["budget"]: _pct(row["metrics"]["auc"]["value"]) for row in payload["tasks"][0]["rows"] if not row["difference"]}
             wall = _wall_minutes(study["results"] / arm["name"] / "run_log.csv")
-            lines.append(f"| {arm['name']} | {arm.get('about', '')} | {wall:.0f} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |")
+            speed, cpu = _speed(study["results"] / arm["name"])
+            cpus.setdefault(cpu, set()).add(arm.get("run_of", arm["name"]))
+            lines.append(
+                f"| {arm['name']} | {arm.get('about', '')} | {wall:.0f} | {speed} | " + " | ".join(cells.get(b, "–") for b in budgets) + " |"
+            )
         for judged, random in randoms.items():
             label = f"random init AUC, {judged}"
-            lines.append(f"| {label} | | | " + " | ".join(random.get(b, "–") for b in budgets) + " |")
+            lines.append(f"| {label} | | | | " + " | ".join(random.get(b, "–") for b in budgets) + " |")
+        lines.append("")
+    lines.append("Machines (each arm's run config): " + "; ".join(f"{cpu}: {', '.join(sorted(arms))}" for cpu, arms in cpus.items()))
+    return "\n".join(lines)
+
+
+def monitors(study: dict) -> str:
+    """Which checkpoint each monitor keeps, per task and label budget, and its Spearman rho with the probe AUC.
+
+    Over the arms whose every kept checkpoint was compared (``compare_epochs``): the AUC
+    of each checkpoint is compare's mean over the 5 x 5 folds; RankMe, alignment and
+    uniformity are the run's log at that epoch; the k-NN AUC is that checkpoint's on 25
+    patients per class of the task (``knn_record``; they are also among the compare's
+    films, so the k-NN monitor has seen a few labels of the task, as a user would).
+    """
+    import csv
+
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from cxrssl.eval.sweep import monitor_choices
+    from cxrssl.ssl.monitors import MONITOR_COLUMNS
+
+    names = ["last", *MONITOR_COLUMNS]
+    lines = [
+        "AUC points lost against the arm's best checkpoint when the monitor chooses (mean over the arms, then the worst arm), "
+        "and Spearman's rho between the monitor and the probe AUC over every checkpoint of every arm (then the mean of the rho within each arm):",
+        "",
+    ]
+    for task in study["tasks"]:
+        budgets = task.get("labels", study["labels"]).split(",")
+        lost = {(b, n): [] for b in budgets for n in names}
+        pooled = {(b, n): [] for b in budgets for n in names[1:]}
+        within = {(b, n): [] for b in budgets for n in names[1:]}
+        arms_used = []
+        for arm in study["arms"]:
+            results = study["results"] / arm["name"]
+            found, knn = results / f"{task['name']}_compare.json", results / f"{task['name']}_knn.csv"
+            if "run_of" in arm or not found.is_file() or not knn.is_file():
+                continue
+            payload = json.loads(found.read_text())
+            with (results / "run_log.csv").open() as handle:
+                log = {int(row["epoch"]): row for row in csv.DictReader(handle)}
+            with knn.open() as handle:
+                for row in csv.DictReader(handle):
+                    log[int(row["epoch"])]["knn_auc"] = row["knn_auc"]
+            prefix = f"{arm['name']} e"
+            rows = [r for r in payload["tasks"][0]["rows"] if r["backbone"].startswith(prefix)]
+            if len({r["backbone"] for r in rows}) < 3:
+                continue
+            arms_used.append(arm["name"])
+            for budget in budgets:
+                aucs = {int(r["backbone"][len(prefix) :]): r["metrics"]["auc"]["value"] for r in rows if r["budget"] == budget}
+                for name, choice in monitor_choices(aucs, list(log.values())).items():
+                    lost[budget, name].append(choice["auc_lost"])
+                for name in names[1:]:
+                    pairs = [(float(log[e].get(name) or "nan"), auc) for e, auc in aucs.items()]
+                    pairs = [(v, a) for v, a in pairs if np.isfinite(v)]
+                    pooled[budget, name] += pairs
+                    if len(pairs) >= 3:
+                        within[budget, name].append(spearmanr(*zip(*pairs)).statistic)
+        if not arms_used:
+            continue
+        lines += [f"**{task['name']}** ({len(arms_used)} arms: {', '.join(arms_used)})", ""]
+        lines += ["| monitor | " + " | ".join(f"{b}/class: lost (worst) · rho (within)" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for name in names:
+            cells = []
+            for budget in budgets:
+                values = lost[budget, name]
+                cell = f"{100 * np.mean(values):.1f} ({100 * max(values):.1f})" if values else "–"
+                if name != "last" and len(pooled[budget, name]) >= 3:
+                    rho = spearmanr(*zip(*pooled[budget, name])).statistic
+                    cell += f" · {rho:+.2f} ({np.mean(within[budget, name]):+.2f})" if within[budget, name] else f" · {rho:+.2f}"
+                cells.append(cell)
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -273,7 +442,7 @@ def versus(study: dict, first: str, second: str, random_init: bool = False) -> s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "table", "versus"))
+    parser.add_argument("action", choices=("run", "table", "versus", "monitors"))
     parser.add_argument("study", type=Path)
     parser.add_argument("arms", nargs="*", help="versus: the two arms, A then B")
     parser.add_argument(
@@ -285,6 +454,9 @@ def main() -> None:
     study = load_study(args.study)
     if args.action == "table":
         print(table(study))
+        return
+    if args.action == "monitors":
+        print(monitors(study))
         return
     if args.action == "versus":
         if len(args.arms) != 2:

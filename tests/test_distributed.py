@@ -21,14 +21,19 @@ BATCH, SIZE = 8, 32
 # in a different order of summation.
 def _model(gather: bool, method: str = "simclr"):
     torch.manual_seed(0)
+    method = method.removesuffix("-multicrop")
     kind, settings = {"simclr": (SimCLR, {}), "moco": (MoCo, {"queue_size": 12}), "byol": (BYOL, {})}[method]
     return kind("resnet18", hidden_features=32, out_features=16, gather_distributed=gather, **settings).double()
 
 
-def _views():
+def _views(method: str = "simclr"):
+    """Two full-size views, and for a multi-crop method three smaller ones (positives across processes stay per image)."""
     generator = torch.Generator().manual_seed(1)
     shape = (BATCH, 1, SIZE, SIZE)
-    return torch.randn(shape, generator=generator, dtype=torch.float64), torch.randn(shape, generator=generator, dtype=torch.float64)
+    views = [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(2)]
+    if method.endswith("-multicrop"):
+        views += [torch.randn((BATCH, 1, SIZE, SIZE), generator=generator, dtype=torch.float64)[..., :24, :24].contiguous() for _ in range(3)]
+    return views
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str, method: str) -> None:
@@ -36,10 +41,9 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, method: str) ->
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     model = sync_batchnorm(_model(gather=True, method=method), "cpu")
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    view1, view2 = _views()
     share = BATCH // world
     mine = slice(rank * share, (rank + 1) * share)
-    loss = ddp(view1[mine], view2[mine])
+    loss = ddp(*(view[mine] for view in _views(method)))
     loss.backward()
     mean_loss = loss.detach().clone()
     dist.all_reduce(mean_loss)
@@ -51,14 +55,14 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str, method: str) ->
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco", "byol"])
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "simclr-multicrop", "moco-multicrop"])
 def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path, method):
     # For MoCo the buffers compared include the queue: both processes' keys, in global batch order.
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), method), nprocs=2, join=True)
     result = np.load(tmp_path / "distributed.npz")
 
     single = _model(gather=False, method=method)
-    loss = single(*_views())
+    loss = single(*_views(method))
     loss.backward()
     assert float(result["loss"]) == pytest.approx(loss.item(), rel=1e-12)
     checked = 0
@@ -178,10 +182,9 @@ def node_worker(out_dir: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     model = sync_batchnorm(_model(gather=True), "cpu")
     ddp = torch.nn.parallel.DistributedDataParallel(model)
-    view1, view2 = _views()
     share = BATCH // world
     mine = slice(rank * share, (rank + 1) * share)
-    loss = ddp(view1[mine], view2[mine])
+    loss = ddp(*(view[mine] for view in _views()))
     loss.backward()
     if rank == 0:
         np.savez(os.path.join(out_dir, "nodes.npz"), **{name: p.grad.numpy() for name, p in model.named_parameters() if p.requires_grad})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, training_step, two_views
+from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, make_views, training_step
 from cxrssl.seeding import derived_generator
 from cxrssl.ssl.augment import AugmentConfig, BatchAugment
 from cxrssl.ssl.methods import SimCLR
@@ -76,7 +76,7 @@ def test_training_step_matches_a_hand_written_step():
     models[1].load_state_dict(models[0].state_dict())
     optimizers = [make_optimizer(model.parameters(), 1e-3, 0.0, torch.device("cpu")) for model in models]
 
-    views = two_views(augment, pixels, derived_generator(0, 1), channels_last=True)
+    views = make_views(augment, pixels, derived_generator(0, 1), channels_last=True)
     assert views[0].is_contiguous(memory_format=torch.channels_last)
     loss = training_step(models[0], optimizers[0], views)
 

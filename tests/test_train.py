@@ -22,8 +22,16 @@ def tiny_config(**changes):
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"method": "moco", "queue_size": 16}, {"method": "byol"}, {"lr_schedule": "cosine", "warmup_epochs": 1.5}],
-    ids=["simclr", "moco", "byol", "cosine"],
+    [
+        {},
+        {"method": "moco", "queue_size": 16},
+        {"method": "byol"},
+        {"lr_schedule": "cosine", "warmup_epochs": 1.5},
+        {"positives": "patient", "small_crops": 2},
+        {"method": "moco", "queue_size": 16, "positives": "patient", "small_crops": 3},
+        {"method": "byol", "positives": "patient"},
+    ],
+    ids=["simclr", "moco", "byol", "cosine", "simclr-patient-multicrop", "moco-patient-multicrop", "byol-patient"],
 )
 def test_resumed_run_reproduces_the_uninterrupted_losses_and_weights(tmp_path, phantom_manifest, changes):
     config = tiny_config(**changes)
@@ -268,3 +276,33 @@ def test_a_run_killed_before_its_first_state_starts_again_and_a_failure_is_recor
     monkeypatch.undo()
     # Nothing was saved: a plain start and --resume both begin again at epoch 1, nothing to delete.
     assert len(pretrain(phantom_manifest, tmp_path / "run", tiny_config(epochs=1), progress=False).losses) == 1
+
+
+def test_positives_and_small_crops_change_the_training_and_the_monitor_logs_a_knn_auc(tmp_path, phantom_manifest):
+    plain = pretrain(phantom_manifest, tmp_path / "plain", tiny_config(epochs=1), progress=False)
+    patient = pretrain(phantom_manifest, tmp_path / "patient", tiny_config(epochs=1, positives="patient"), progress=False)
+    crops = pretrain(phantom_manifest, tmp_path / "crops", tiny_config(epochs=1, small_crops=2), progress=False)
+    assert len({plain.losses[0], patient.losses[0], crops.losses[0]}) == 3
+    config = json.loads((tmp_path / "patient" / "config.json").read_text())
+    assert config["pretrain"]["positives"] == "patient" and "films have another film of their group" in config["positives"]
+    assert config["cpu"]  # the machine that ran it, for the time per arm
+    monitored = pretrain(phantom_manifest, tmp_path / "knn", tiny_config(epochs=2, monitor=str(phantom_manifest)), progress=False)
+    values = [float(row["knn_auc"]) for row in RunFolder(monitored.run_dir).read_log()]
+    assert len(values) == 2 and all(0 <= v <= 1 for v in values)
+    assert "knn_auc" not in RunFolder(plain.run_dir).read_log()[0]  # no monitor, no column: old logs read the same
+
+
+def test_views_settings_are_refused_in_one_line(tmp_path, phantom_manifest):
+    with pytest.raises(ConfigError, match="method byol does not take small crops"):
+        tiny_config(method="byol", small_crops=2)
+    with pytest.raises(ConfigError, match="positives must be one of views, patient, study"):
+        tiny_config(positives="ward")
+    with pytest.raises(ConfigError, match="small_crop_size must be from 32 pixels"):
+        tiny_config(small_crops=2, small_crop_size=64)
+    with pytest.raises(ConfigError, match="positives study needs a study_id column"):
+        pretrain(phantom_manifest, tmp_path / "study", tiny_config(epochs=1, positives="study"), progress=False)
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("path,patient_id,label\n" + "".join(f"{row.path},{row.patient_id},\n" for row in read_manifest(phantom_manifest).rows[:8]))
+    shutil.copytree(phantom_manifest.parent / "images", tmp_path / "images")
+    with pytest.raises(ConfigError, match="--monitor needs a manifest with two classes"):
+        pretrain(phantom_manifest, tmp_path / "knn", tiny_config(epochs=1, monitor=str(unlabelled)), progress=False)

@@ -158,15 +158,16 @@ def compare_tasks(
     return _compare_named(backbones, tasks, out, settings, outputs, overwrite=overwrite, progress=progress)
 
 
-def sweep_checkpoints(run, task, out, settings: ProbeSettings | None = None, outputs=None, progress: bool = False):
+def sweep_checkpoints(run, task, out, settings: ProbeSettings | None = None, outputs=None, progress: bool = False, monitor=None):
     """Probe every saved checkpoint of a pretraining run on ``task`` (the metric per epoch, beside
-    the loss and the label-free monitors); writes sweep.csv/json/png into ``out``."""
+    the loss and the label-free monitors, and the checkpoint each monitor would keep); writes
+    sweep.csv/json/png into ``out``. ``monitor``: a small labelled manifest for the k-NN monitor."""
     from contextlib import nullcontext
 
     from cxrssl.eval.sweep import sweep_run
     from cxrssl.report.sweep import write_sweep_outputs
 
-    found = sweep_run(run, task, settings or ProbeSettings(), progress=progress)
+    found = sweep_run(run, task, settings or ProbeSettings(), progress=progress, monitor=monitor)
     with outputs.writing() if outputs is not None else nullcontext():
         write_sweep_outputs(found, out)
     return found

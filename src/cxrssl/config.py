@@ -19,6 +19,11 @@ from cxrssl.models import ARCHITECTURES, DEFAULT_ARCH, MAX_IMAGE_SIZE
 from cxrssl.ssl.augment import AugmentConfig
 
 PRESETS = ("paper", "cpu", "demo")
+MAX_SMALL_CROPS = 16
+# A ResNet divides its input by 32: below 32 px its last stage convolves a 1 x 1 map with
+# stride 2, and under bf16 autocast on CPUs (oneDNN, torch 2.14) that layer's weight
+# gradient came out NaN at 16 px (never at 24 or 32).
+MIN_SMALL_CROP = 32
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -47,6 +52,10 @@ class PretrainConfig:
     channels_last: bool = True  # NHWC tensors: faster convolutions on GPUs and on CPUs (oneDNN)
     compile: bool = False
     monitor_images: int = 512  # sample for the label-free monitors in log.csv (cxrssl.ssl.monitors); 0: none
+    monitor: str = ""  # a small labelled manifest: its k-NN AUC is logged after every epoch (cxrssl.ssl.monitors)
+    positives: str = "views"  # views, patient or study: what each film's positive is (cxrssl.ssl.positives)
+    small_crops: int = 0  # multi-crop: this many small views per film beside the two full-size ones (0: none)
+    small_crop_size: int = 0  # their side in pixels; 0: half of image_size
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
@@ -74,6 +83,28 @@ class PretrainConfig:
             raise ConfigError(f"monitor_images must be 0 (no monitors) or more, got {self.monitor_images}")
         if any(epoch < 1 for epoch in self.keep_epochs):
             raise ConfigError(f"keep_epochs must list epochs from 1 on, got {list(self.keep_epochs)}")
+        self._check_views()
+
+    def _check_views(self) -> None:
+        from cxrssl.ssl.methods import METHODS
+        from cxrssl.ssl.positives import POSITIVES
+
+        if self.positives not in POSITIVES:
+            raise ConfigError(f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}")
+        if not 0 <= self.small_crops <= MAX_SMALL_CROPS:
+            raise ConfigError(f"small_crops must be from 0 (none) to {MAX_SMALL_CROPS}, got {self.small_crops}")
+        if self.small_crops and not METHODS[self.method].multi_crop:
+            multi = ", ".join(name for name, method in METHODS.items() if method.multi_crop)
+            raise ConfigError(f"method {self.method} does not take small crops (multi-crop: {multi}); set small_crops 0")
+        if self.small_crop_size and not MIN_SMALL_CROP <= self.small_crop_size <= self.image_size:
+            raise ConfigError(
+                f"small_crop_size must be from {MIN_SMALL_CROP} pixels to image_size ({self.image_size}), or 0 for half of it; got {self.small_crop_size}"
+            )
+
+    @property
+    def small_size(self) -> int:
+        """The side of the small crops in pixels."""
+        return self.small_crop_size or max(MIN_SMALL_CROP, self.image_size // 2)
 
     def _resolve_method_settings(self) -> None:
         """The method's settings, checked by the method, its defaults filled in (frozen: set once, here)."""
@@ -142,6 +173,10 @@ FIELD_TYPES = {
     "channels_last": bool,
     "compile": bool,
     "monitor_images": int,
+    "monitor": str,
+    "positives": str,
+    "small_crops": int,
+    "small_crop_size": int,
     "method_settings": dict,
 }
 

@@ -5,7 +5,8 @@ Each piece is written so that a GPU is never left waiting on the host:
 - ``BatchFeeder`` reads the next uint8 batch (from memory or a memory-mapped cache)
   in a background thread and copies it to the device from pinned memory while the
   current batch trains;
-- ``two_views`` augments a batch twice on its own device; ``training_step`` does one
+- ``make_views`` augments a batch twice (plus any small crops) on its own device, view 2
+  from the partner films when positives pair films (``paired_loader``); ``training_step`` does one
   optimisation step, returning the loss as a tensor (reading it would wait for the GPU);
 - ``LossTracker`` sums the losses and notes the first step whose loss was not finite
   on the device; the loop reads it every few steps rather than after every step;
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 
+import numpy as np
 import torch
 
 from cxrssl.ssl.augment import BatchAugment
@@ -98,21 +100,46 @@ class BatchFeeder:
                 yield batch
 
 
-def two_views(augment: BatchAugment, pixels: torch.Tensor, generator: torch.Generator, channels_last: bool):
-    """Two independent augmentations of a uint8 batch, on the batch's device."""
-    views = augment(pixels, generator), augment(pixels, generator)
+def paired_loader(load: Callable[[Sequence[int]], torch.Tensor], partners: np.ndarray) -> Callable[[Sequence[int]], torch.Tensor]:
+    """``load`` for positives from other films: (2, B, S, S) pixels, the films and then their partners (``partners[i]``)."""
+
+    def load_pairs(indices: Sequence[int]) -> torch.Tensor:
+        indices = np.asarray(indices, dtype=np.int64)
+        return torch.stack([load(indices), load(partners[indices])])
+
+    return load_pairs
+
+
+def make_views(
+    augment: BatchAugment,
+    pixels: torch.Tensor,
+    generator: torch.Generator,
+    channels_last: bool,
+    paired: bool = False,
+    small: BatchAugment | None = None,
+    small_crops: int = 0,
+) -> tuple[torch.Tensor, ...]:
+    """The views of one step, on the batch's device: two full-size ones, then ``small_crops`` small ones.
+
+    ``paired``: ``pixels`` are (2, B, S, S) from :func:`paired_loader`, and view 2 is
+    drawn from the partner films. Small crops come from the films themselves. With
+    neither, the random draws are those of two plain views, so old runs resume exactly.
+    """
+    films, partners = (pixels[0], pixels[1]) if paired else (pixels, pixels)
+    views = [augment(films, generator), augment(partners, generator)]
+    views += [small(films, generator) for _ in range(small_crops)] if small_crops else []
     if channels_last:
-        views = tuple(view.contiguous(memory_format=torch.channels_last) for view in views)
-    return views
+        views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+    return tuple(views)
 
 
 def training_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    views: tuple[torch.Tensor, torch.Tensor],
+    views: tuple[torch.Tensor, ...],
     autocast: AbstractContextManager | None = None,
 ) -> torch.Tensor:
-    """One optimisation step of the method on two views; the loss, detached and not read back."""
+    """One optimisation step of the method on its views (two, plus any small crops); the loss, detached and not read back."""
     with autocast or nullcontext():
         loss = model(*views)
     optimizer.zero_grad(set_to_none=True)

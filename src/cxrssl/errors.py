@@ -19,3 +19,7 @@ class ConfigError(CxrsslError):
 
 class TrainingDiverged(CxrsslError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ProbeError(CxrsslError):
+    """A task the linear probe cannot be fitted or judged on (one class, no fold with both, ...)."""

@@ -19,7 +19,8 @@ from cxrssl.fileio import atomic_write_json, atomic_write_text, csv_dict_text
 from cxrssl.outputs import hold_lock
 
 # rankme, alignment, uniformity: the label-free monitors of cxrssl.ssl.monitors (empty in older runs).
-LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s", "rankme", "alignment", "uniformity")
+LOG_COLUMNS = ("epoch", "loss", "lr", "images_per_s", "wall_s", "rankme", "alignment", "uniformity", "knn_auc")
+LOG_REQUIRED = 5  # every row has the first five; a monitor's column is written when some row has it
 MARKER = ".cxrssl-run"  # marks a folder made by `cxrssl pretrain`
 LOCK = ".lock"  # held by the process training the run: its pid, host and start time
 
@@ -98,7 +99,8 @@ class RunFolder:
         return status if isinstance(status, dict) else {}
 
     def write_log(self, rows: list[dict]) -> None:
-        atomic_write_text(self.log, csv_dict_text(LOG_COLUMNS, rows, for_spreadsheets=False))
+        columns = [name for i, name in enumerate(LOG_COLUMNS) if i < LOG_REQUIRED or any(name in row for row in rows)]
+        atomic_write_text(self.log, csv_dict_text(columns, rows, for_spreadsheets=False))
 
     def is_run(self) -> bool:
         """Whether the folder was made by `cxrssl pretrain` (its marker, or, for older runs, its config.json)."""

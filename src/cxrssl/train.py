@@ -13,9 +13,10 @@ import json
 import signal
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
@@ -33,9 +34,19 @@ from cxrssl.config import PretrainConfig
 from cxrssl.data.images import manifest_of, open_data, open_image_set
 from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
-from cxrssl.data.splits import patient_share
+from cxrssl.data.splits import binary_targets, patient_share
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
-from cxrssl.engine import BatchFeeder, LossTracker, make_optimizer, prepare_device, scheduled_lr, sync_interval, training_step, two_views
+from cxrssl.engine import (
+    BatchFeeder,
+    LossTracker,
+    make_optimizer,
+    make_views,
+    paired_loader,
+    prepare_device,
+    scheduled_lr,
+    sync_interval,
+    training_step,
+)
 from cxrssl.errors import ConfigError, CxrsslError, TrainingDiverged
 from cxrssl.hardware import cpu_description, native_bf16, resolve_device
 from cxrssl.interrupt import Interrupted
@@ -43,14 +54,15 @@ from cxrssl.run import IDENTITY_KIND, RunFolder, data_identity
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import Method, build_method
-from cxrssl.ssl.monitors import measure, monitor_rows
+from cxrssl.ssl.monitors import measure, measure_knn, monitor_rows
+from cxrssl.ssl.positives import pairing_summary, partner_indices, positive_groups
 from cxrssl.weights import load_init
 
 # Settings that may differ when a run is resumed: extending it (with a new keep-list,
 # e.g. 10,25,50,100), or lowering the learning rate after a divergence. Anything
 # else would make a different run.
 # With lr_schedule cosine, a new number of epochs reshapes the rest of the curve.
-RESUMABLE_CHANGES = {"epochs", "keep_epochs", "lr", "device", "compile", "monitor_images"}
+RESUMABLE_CHANGES = {"epochs", "keep_epochs", "lr", "device", "compile", "monitor_images", "monitor"}
 
 
 @dataclass
@@ -174,6 +186,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             f"{manifest.name}: batch_size {config.batch_size} is larger than the {len(images)} readable images; lower --batch-size or add images"
         )
 
+    groups = positive_groups(subset, config.positives)
     use_bf16 = config.amp and native_bf16(device)
     if start_epoch >= config.epochs:
         # Resuming a run that has trained as far as asked: nothing to train. Its config.json keeps
@@ -209,6 +222,8 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
                 "processes": context.world_size,
                 "device": device.type,
                 "autocast": "bfloat16" if use_bf16 else "off",
+                "cpu": cpu_description(),
+                "positives": pairing_summary(groups),
                 "cxrssl_version": __version__,
                 "torch_version": torch.__version__,
             },
@@ -247,6 +262,9 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     augment = BatchAugment(config.augment, config.image_size)
+    small = BatchAugment(replace(config.augment, crop_scale=config.augment.small_crop_scale), config.small_size) if config.small_crops else None
+    if show and groups is not None:
+        tqdm.write(pairing_summary(groups))
     sampler = DistributedSampler(
         range(len(images)), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed, drop_last=True
     )
@@ -260,10 +278,13 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     bare = _bare(model)
     monitored = monitor_rows(len(images), config.seed)[: config.monitor_images]
     monitor_pixels = images.batch(monitored) if len(monitored) and context.is_main else None
+    knn_task = _knn_monitor_task(config.monitor, config.image_size, show) if config.monitor and context.is_main else None
     for epoch in range(start_epoch + 1, last_epoch + 1):
         model.train()
         sampler.set_epoch(epoch)
-        batches = BatchFeeder(images.batch, list(sampler), per_rank_batch, device)
+        # Partners are drawn for every film from (seed, epoch), so each process and a resumed epoch see the same pairs.
+        load = images.batch if groups is None else paired_loader(images.batch, partner_indices(groups, config.seed, epoch))
+        batches = BatchFeeder(load, list(sampler), per_rank_batch, device)
         generator = derived_generator(config.seed, epoch, context.rank)
         tracker = LossTracker(device)
         started = time.perf_counter()
@@ -272,7 +293,7 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
             lr = scheduled_lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps, config.lr_schedule, warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            views = two_views(augment, pixels, generator, config.channels_last)
+            views = make_views(augment, pixels, generator, config.channels_last, groups is not None, small, config.small_crops)
             tracker.add(training_step(model, optimizer, views, autocast), step)
             bare.after_step(((epoch - 1) * steps_per_epoch + step + 1) / total_steps)  # momentum targets, if any
             if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
@@ -299,6 +320,8 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         if monitor_pixels is not None:
             measured = measure(bare, monitor_pixels, augment, config.seed, device)
             log_rows[-1].update({name: f"{value:.6g}" for name, value in measured.items()})
+        if knn_task is not None:
+            log_rows[-1]["knn_auc"] = f"{measure_knn(bare, *knn_task, device):.6g}"
         if context.is_main:
             saved = _save_epoch(run, bare, optimizer, config, epoch, epoch_loss, log_rows)
             checkpoints.extend(saved)
@@ -310,6 +333,21 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         if context.enabled:
             torch.distributed.barrier()
     return PretrainResult(run.root, losses, checkpoints, images.unreadable, len(images))
+
+
+def _knn_monitor_task(path: str, size: int, progress: bool) -> tuple:
+    """The k-NN monitor's labelled set (``--monitor TASK.csv``): its pixels, 0/1 targets and patients, or a one-line error."""
+    images = open_image_set(path, size, progress)
+    manifest = images.manifest
+    if not len(images):
+        raise ConfigError(f"{path}: --monitor needs readable labelled images; none could be read")
+    try:
+        targets, _, _ = binary_targets(manifest.labels)
+    except CxrsslError as error:
+        raise ConfigError(f"{path}: --monitor needs a manifest with two classes in its label column ({error})") from None
+    if len(set(manifest.patient_keys)) < 2 or len(set(targets.tolist())) < 2:
+        raise ConfigError(f"{path}: --monitor needs films of both classes from at least two patients")
+    return images.batch(np.arange(len(images))), targets, manifest.patient_keys
 
 
 ESTIMATE_AFTER_STEPS = 10  # steps timed (the first few are slower: warm-up) before the whole run's time is told

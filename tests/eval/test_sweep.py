@@ -54,3 +54,30 @@ def test_monitor_correlations_rank_each_monitor_against_the_probe_auc():
     assert found["rankme"] == {"spearman_with_auc": 1.0, "checkpoints": 4}
     assert found["alignment"]["spearman_with_auc"] == pytest.approx(-0.8)  # AUC ranks 1,3,2,4 against 4,3,2,1
     assert "uniformity" not in found  # never logged: no correlation claimed
+
+
+def test_monitor_choices_keep_each_monitors_best_checkpoint_and_say_what_it_loses():
+    from cxrssl.eval.sweep import monitor_choices
+
+    aucs = {5: 0.70, 10: 0.78, 15: 0.74, 20: 0.72}
+    log = [
+        {"epoch": str(e), "rankme": str(r), "alignment": str(a), "uniformity": "", "knn_auc": k}
+        for e, r, a, k in [(5, 60, 0.9, "0.61"), (10, 70, 0.5, "0.70"), (15, 75, 0.6, "0.66"), (20, 80, 0.5, "nan")]
+    ]
+    found = monitor_choices(aucs, log)
+    assert found["last"] == {"keeps_epoch": 20, "auc": 0.72, "best_epoch": 10, "best_auc": 0.78, "auc_lost": pytest.approx(0.06)}
+    assert found["rankme"]["keeps_epoch"] == 20  # highest rank: the last, which lost the gain
+    assert found["alignment"]["keeps_epoch"] == 20  # lowest alignment, a tie of 10 and 20 goes to the later epoch
+    assert found["knn_auc"]["keeps_epoch"] == 10 and found["knn_auc"]["auc_lost"] == 0  # NaN at 20 is no value
+    assert "uniformity" not in found
+
+
+@pytest.mark.slow
+def test_the_sweep_computes_a_knn_monitor_from_each_checkpoint(tmp_path, phantom_manifest):
+    config = replace(load_pretrain_config("demo"), image_size=32, batch_size=16, epochs=3, hidden_features=32, out_features=16, keep_epochs=())
+    pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
+    sweep = sweep_run(tmp_path / "run", phantom_manifest, ProbeSettings(bootstrap=0), progress=False, monitor=phantom_manifest)
+    values = [float(entry["knn_auc"]) for entry in sweep.log]
+    assert len(values) == 3 and len(set(values)) == 3 and all(0 <= v <= 1 for v in values)
+    assert set(sweep.monitors["knn_auc"]) >= {"spearman_with_auc", "keeps_epoch", "auc_lost"}
+    assert sweep.monitors["knn_auc"]["keeps_epoch"] == max(range(1, 4), key=lambda e: (values[e - 1], e))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cxrssl.ssl.losses import nt_xent_loss
+from cxrssl.ssl.losses import multi_view_nt_xent_loss, nt_xent_loss
 
 
 def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -114,3 +114,41 @@ def test_byol_loss_matches_a_loop_and_sends_no_gradient_to_the_target():
     fast2 = byol_loss(p, z)
     assert torch.autograd.grad(fast2, z, allow_unused=True)[0] is None
     assert byol_loss(p, 3 * p).item() == pytest.approx(0.0, abs=1e-12)  # same direction: no loss
+
+
+def reference_multi_view(views, temperature):
+    """Every view an anchor, the other views of its image its positives: a double loop over the V*B views."""
+    normalised = [torch.nn.functional.normalize(v.double(), dim=1) for v in views]
+    flat = [(v, b) for v in range(len(views)) for b in range(views[0].shape[0])]
+    total = 0.0
+    for v, b in flat:
+        others = [(w, c) for w, c in flat if (w, c) != (v, b)]
+        denominator = sum(torch.exp(normalised[v][b] @ normalised[w][c] / temperature) for w, c in others)
+        positives = [(w, c) for w, c in others if c == b]
+        total = total - sum(torch.log(torch.exp(normalised[v][b] @ normalised[w][c] / temperature) / denominator) for w, c in positives) / len(
+            positives
+        )
+    return total / len(flat)
+
+
+@pytest.mark.parametrize("count", [3, 4, 6])
+def test_multi_view_loss_matches_a_loop_value_and_gradient(count):
+    generator = torch.Generator().manual_seed(count)
+    views = [torch.randn(5, 7, generator=generator, dtype=torch.float64, requires_grad=True) for _ in range(count)]
+    loss = multi_view_nt_xent_loss(views, 0.3)
+    expected = reference_multi_view(views, 0.3)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-10)
+    grads = torch.autograd.grad(loss, views)
+    expected_grads = torch.autograd.grad(expected, views)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+
+
+def test_multi_view_loss_of_two_views_is_nt_xent_and_bad_shapes_are_refused():
+    z1, z2 = torch.randn(6, 8), torch.randn(6, 8)
+    assert float(multi_view_nt_xent_loss([z1, z2], 0.5)) == float(nt_xent_loss(z1, z2, 0.5))
+    assert float(reference_multi_view([z1, z2], 0.5)) == pytest.approx(float(reference_nt_xent(z1.double(), z2.double(), 0.5)), rel=1e-9)
+    with pytest.raises(ValueError, match="at least two"):
+        multi_view_nt_xent_loss([z1], 0.5)
+    with pytest.raises(ValueError, match="equal shape"):
+        multi_view_nt_xent_loss([z1, z2, torch.randn(5, 8)], 0.5)

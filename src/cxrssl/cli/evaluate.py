@@ -286,6 +286,11 @@ def _sweep(verbs) -> None:
     add_sweep_flags(verb)
     verb.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     verb.add_argument("-o", "--output", help="folder for sweep.csv/json/png (default RUN/sweep_<dataset>)")
+    verb.add_argument(
+        "--monitor",
+        metavar="SMALL.csv",
+        help="a small labelled manifest: the k-NN AUC of every checkpoint on it, as a monitor that chooses a checkpoint (see pretrain --monitor)",
+    )
     verb.set_defaults(handler=sweep)
 
 
@@ -294,9 +299,14 @@ def sweep(args) -> None:
     from cxrssl.eval.evaluate import dataset_name
 
     folder = Path(args.output) if args.output else Path(args.run) / f"sweep_{dataset_name(args.task)}"
-    outputs = outputs_for(args, folders=[folder], inputs=[args.run, *data_inputs(args.task)])
-    found = sweep_checkpoints(args.run, args.task, folder, probe_settings(args), outputs, progress=not args.quiet)
+    outputs = outputs_for(args, folders=[folder], inputs=[args.run, *data_inputs(args.task), *(data_inputs(args.monitor) if args.monitor else [])])
+    found = sweep_checkpoints(args.run, args.task, folder, probe_settings(args), outputs, progress=not args.quiet, monitor=args.monitor)
     best = max(found.rows, key=lambda row: row["metrics"]["auc"])
     print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {folder}/sweep.csv, sweep.json, sweep.png")
     for name, monitor in found.monitors.items():
-        print(f"  {name}: Spearman rho {monitor['spearman_with_auc']:+.2f} with the probe AUC over {monitor['checkpoints']} checkpoints")
+        rho = (
+            f"Spearman rho {monitor['spearman_with_auc']:+.2f} with the probe AUC over {monitor['checkpoints']} checkpoints; "
+            if "spearman_with_auc" in monitor
+            else ""
+        )
+        print(f"  {name}: {rho}keeps epoch {monitor['keeps_epoch']}, {100 * monitor['auc_lost']:.1f} AUC points below the best checkpoint")

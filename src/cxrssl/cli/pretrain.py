@@ -10,6 +10,7 @@ from cxrssl.cli.common import (
     data_inputs,
     int_list,
     method_setting,
+    non_negative_int,
     outputs_for,
     positive_float,
     positive_int,
@@ -19,6 +20,7 @@ from cxrssl.cli.common import (
 
 def register(verbs) -> None:
     from cxrssl.ssl.methods import METHODS
+    from cxrssl.ssl.positives import POSITIVES
 
     settings = sorted({f"{name} ({method.name})" for method in METHODS.values() for name in method.settings})
     verb = verbs.add_parser("pretrain", help=f"self-supervised pretraining ({', '.join(METHODS)}) on the images of a manifest (labels ignored)")
@@ -47,6 +49,19 @@ def register(verbs) -> None:
     verb.add_argument("--temperature", help="simclr and moco: softmax temperature (default 0.5, 0.2)")
     verb.add_argument("--momentum", help="moco and byol: EMA coefficient of the target network (default 0.99)")
     verb.add_argument("--queue-size", help="moco: negatives kept in the queue (default 4096)")
+    verb.add_argument(
+        "--positives",
+        choices=list(POSITIVES),
+        help="each film's positive: " + "; ".join(f"{name}: {about}" for name, about in POSITIVES.items()) + " (default views)",
+    )
+    multi = ", ".join(name for name, method in METHODS.items() if method.multi_crop)
+    verb.add_argument("--small-crops", type=non_negative_int, help=f"multi-crop ({multi}): small views per film beside the two full-size ones")
+    verb.add_argument("--small-crop-size", type=positive_int, help="side of the small views in pixels (default half of --image-size)")
+    verb.add_argument(
+        "--monitor",
+        metavar="TASK.csv",
+        help="a small labelled manifest (two classes, a few patients each): its k-NN AUC is logged after every epoch, to choose a checkpoint",
+    )
     verb.add_argument("--seed", type=seed_value)
     verb.add_argument("--fraction", type=float, help="share of patients to pretrain on, in (0, 1]")
     verb.add_argument("--keep", type=int_list, help="epochs whose checkpoints are kept, e.g. 10,25,50,100")
@@ -82,10 +97,18 @@ def run(args) -> None:
         "keep_epochs": args.keep,
         "device": args.device,
         "compile": True if args.compile else None,
+        "positives": args.positives,
+        "small_crops": args.small_crops,
+        "small_crop_size": args.small_crop_size,
+        "monitor": args.monitor,
     }
     # The run folder is pretrain's own (its marker, its lock, its resumable state: cxrssl.run);
     # here: that nothing it writes is an input, before any work.
-    inputs = [*data_inputs(args.data), *(checkpoint_inputs(args.init) if args.init not in (None, "random", "imagenet") else [])]
+    inputs = [
+        *data_inputs(args.data),
+        *(checkpoint_inputs(args.init) if args.init not in (None, "random", "imagenet") else []),
+        *(data_inputs(args.monitor) if args.monitor else []),
+    ]
     if args.config and os.path.isfile(args.config):
         inputs.append(args.config)
     outputs_for(args, inputs=inputs).check_folder_holds_no_input(args.out)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cxrssl.data.findings import finding_labels
-from cxrssl.errors import CxrsslError
+from cxrssl.errors import CxrsslError, ProbeError
 
 DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.1, "test": 0.2}
 
@@ -326,3 +326,17 @@ def split_manifest(manifest, fractions: dict[str, float] | None = None, seed: in
     if findings is not None and not any(manifest.labels):
         return multilabel_patient_split(manifest.patient_keys, findings.values, fractions or DEFAULT_FRACTIONS, seed)
     return patient_grouped_split(manifest.patient_keys, manifest.labels, fractions or DEFAULT_FRACTIONS, seed)
+
+
+def binary_targets(labels: Sequence[str], positive: str | None = None) -> tuple[np.ndarray, str, str]:
+    """0/1 targets; the positive class is ``positive`` or, by default, the class that is not 'normal'-like."""
+    classes = sorted({label for label in labels if label})
+    if len(classes) != 2:
+        raise ProbeError(f"the probe needs exactly two classes, found {len(classes)} ({', '.join(classes) or 'none'}); fix the label column")
+    if positive is None:
+        healthy = [c for c in classes if c.lower().replace("_", " ") in ("normal", "no finding", "no findings", "healthy", "negative")]
+        positive = next(c for c in classes if c not in healthy) if len(healthy) == 1 else classes[1]
+    if positive not in classes:
+        raise ProbeError(f"--positive {positive!r} is not one of the classes {', '.join(classes)}")
+    negative = next(c for c in classes if c != positive)
+    return np.array([label == positive for label in labels], dtype=int), positive, negative

@@ -25,15 +25,11 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cxrssl.data.splits import PatientLeakError, assert_no_patient_leak, patient_grouped_split
-from cxrssl.errors import CxrsslError
+from cxrssl.data.splits import PatientLeakError, assert_no_patient_leak, binary_targets, patient_grouped_split
+from cxrssl.errors import ProbeError
 from cxrssl.eval.metrics import binary_metrics, bootstrap_intervals, confusion
 
 C_GRID = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-class ProbeError(CxrsslError):
-    pass
 
 
 @dataclass
@@ -68,20 +64,6 @@ class ProbeResult:
             "purged_images": self.purged[0],
             "purged_patients": self.purged[1],
         }
-
-
-def binary_targets(labels: Sequence[str], positive: str | None = None) -> tuple[np.ndarray, str, str]:
-    """0/1 targets; the positive class is ``positive`` or, by default, the class that is not 'normal'-like."""
-    classes = sorted({label for label in labels if label})
-    if len(classes) != 2:
-        raise ProbeError(f"the probe needs exactly two classes, found {len(classes)} ({', '.join(classes) or 'none'}); fix the label column")
-    if positive is None:
-        healthy = [c for c in classes if c.lower().replace("_", " ") in ("normal", "no finding", "no findings", "healthy", "negative")]
-        positive = next(c for c in classes if c not in healthy) if len(healthy) == 1 else classes[1]
-    if positive not in classes:
-        raise ProbeError(f"--positive {positive!r} is not one of the classes {', '.join(classes)}")
-    negative = next(c for c in classes if c != positive)
-    return np.array([label == positive for label in labels], dtype=int), positive, negative
 
 
 def make_classifier(c: float, seed: int = 0) -> Pipeline:

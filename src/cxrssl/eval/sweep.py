@@ -4,6 +4,13 @@ The paper saw the pretext loss flatten near epoch 25 while downstream accuracy k
 rising; a sweep shows whether that holds for a run, and which checkpoint to keep.
 The random initialisation the run started from is probed too, as epoch 0.
 
+Which checkpoint to keep without labels is the paper's open question. For every
+monitor the run logged (RankMe, alignment, uniformity; the k-NN AUC of
+``pretrain --monitor``, or of ``sweep --monitor SMALL.csv`` computed here from each
+checkpoint) :func:`monitor_choices` says which checkpoint it would keep and how much
+probe AUC that choice loses against the best checkpoint; "last" (keep the final
+epoch) is the choice to beat.
+
 :func:`sweep_run` returns the sweep; ``report.sweep.write_sweep_outputs`` writes
 sweep.csv, sweep.png and sweep.json.
 """
@@ -23,7 +30,7 @@ from cxrssl.eval.features import BackboneSpec
 from cxrssl.eval.multilabel import FindingsProbeResult
 from cxrssl.eval.probe import ProbeResult, ProbeSettings
 from cxrssl.run import RunFolder
-from cxrssl.ssl.monitors import MONITOR_COLUMNS
+from cxrssl.ssl.monitors import MONITOR_COLUMNS, MONITOR_DIRECTION, knn_auc
 
 
 @dataclass
@@ -31,7 +38,7 @@ class Sweep:
     rows: list[dict]  # result_payload of each backbone, with its epoch
     specs: list[BackboneSpec]  # the random start, then every saved checkpoint
     results: list[ProbeResult]  # one per spec, fitted probe included
-    monitors: dict  # per label-free monitor: its Spearman correlation with the probe AUC over the checkpoints
+    monitors: dict  # per monitor: its Spearman correlation with the probe AUC over the checkpoints, the checkpoint it keeps, the AUC lost
     run: Path  # the run folder swept
     task: str  # the task it was probed on, as given
     log: list[dict]  # the run's log: pretext loss (and monitors) per epoch
@@ -52,10 +59,13 @@ def sweep_run(
     settings: ProbeSettings = ProbeSettings(),
     progress: bool = True,
     task: ImageSet | None = None,
+    monitor: str | Path | None = None,
 ) -> Sweep:
     """Probe every checkpoint of ``run_dir`` on the task (nothing is written).
 
-    ``task``: the task's images when the caller has decoded them already.
+    ``task``: the task's images when the caller has decoded them already. ``monitor``:
+    a small labelled manifest whose k-NN AUC (:func:`cxrssl.ssl.monitors.knn_auc`) is
+    computed for every checkpoint, in place of any the run logged.
     """
     run = RunFolder(run_dir)
     checkpoints = run.saved_checkpoints()
@@ -66,6 +76,8 @@ def sweep_run(
     pretrain_seed = int(run.read_config()["pretrain"].get("seed", 0)) if run.config.is_file() else 0
     specs = [BackboneSpec.random(first.arch, first.image_size, pretrain_seed)] + [BackboneSpec.from_checkpoint(c) for c in checkpoints]
     task = task or load_task(task_data, first.image_size, progress, settings)
+    if monitor is not None:
+        log = with_knn_monitor(log, specs[1:], monitor, first.image_size, progress)
     rows, results = [], []
     for spec in specs:
         result = evaluate_backbone(spec, task, settings, progress=progress)
@@ -74,7 +86,55 @@ def sweep_run(
         if progress:
             mean = " (means over the findings)" if isinstance(result, FindingsProbeResult) else ""
             print(f"epoch {spec.epoch:4d}: AUC {result.metrics['auc']:.3f}  ACC {result.metrics['accuracy']:.3f}{mean}")
-    return Sweep(rows, specs, results, monitor_correlations(rows, log), run.root, str(task_data), log)
+    monitors = monitor_correlations(rows, log)
+    aucs = {row["epoch"]: row["metrics"]["auc"] for row in rows if row["epoch"] > 0}
+    for name, choice in monitor_choices(aucs, log).items():
+        monitors.setdefault(name, {}).update(choice)
+    return Sweep(rows, specs, results, monitors, run.root, str(task_data), log)
+
+
+def with_knn_monitor(log: list[dict], specs: list[BackboneSpec], monitor: str | Path, image_size: int, progress: bool = False) -> list[dict]:
+    """The run's log with ``knn_auc`` at each checkpoint's epoch, from that checkpoint's features of the labelled set ``monitor``."""
+    from cxrssl.data.images import open_image_set
+    from cxrssl.data.splits import binary_targets
+    from cxrssl.eval.features import features_for
+
+    images = open_image_set(monitor, image_size, progress)
+    images = images.select([i for i, row in enumerate(images.manifest.rows) if row.label])
+    targets, _, _ = binary_targets(images.manifest.labels)
+    if len(set(images.manifest.patient_keys)) < 2 or len(set(targets.tolist())) < 2:
+        raise CxrsslError(f"{monitor}: --monitor needs labelled films of both classes from at least two patients")
+    values = {spec.epoch: knn_auc(features_for(spec, images), targets, images.manifest.patient_keys) for spec in specs}
+    return [{**entry, "knn_auc": f"{values[int(entry['epoch'])]:.6g}"} if int(entry["epoch"]) in values else entry for entry in log]
+
+
+def monitor_choices(aucs: dict[int, float], log: list[dict]) -> dict[str, dict]:
+    """Per monitor, and for "last": the checkpoint (epoch) it keeps, that checkpoint's AUC, the best one's and the AUC lost.
+
+    ``aucs``: the probe AUC of each checkpoint by epoch. A monitor keeps the checkpoint
+    with its best value (highest RankMe and k-NN AUC, lowest alignment and uniformity)
+    among those it was measured at; ties go to the later epoch.
+    """
+    if not aucs:
+        return {}
+    best_epoch = max(aucs, key=lambda epoch: (aucs[epoch], epoch))
+    at = {int(entry["epoch"]): entry for entry in log}
+    choices = {"last": max(aucs)}
+    for name in MONITOR_COLUMNS:
+        measured = {epoch: _number(at[epoch].get(name)) for epoch in aucs if epoch in at}
+        measured = {epoch: value for epoch, value in measured.items() if math.isfinite(value)}
+        if measured:
+            choices[name] = max(measured, key=lambda epoch: (MONITOR_DIRECTION[name] * measured[epoch], epoch))
+    return {
+        name: {
+            "keeps_epoch": epoch,
+            "auc": aucs[epoch],
+            "best_epoch": best_epoch,
+            "best_auc": aucs[best_epoch],
+            "auc_lost": aucs[best_epoch] - aucs[epoch],
+        }
+        for name, epoch in choices.items()
+    }
 
 
 def _number(text) -> float:

@@ -13,6 +13,12 @@ InfoNCE: each anchor z1[k] is contrasted with its positive z2[k] and with the ba
 only, l(k) = -log( exp(s(z1_k, z2_k)/tau) / (exp(s(z1_k, z2_k)/tau) + sum_n exp(s(z1_k, q_n)/tau)) ),
 as lightly's NTXentLoss does with a memory bank.
 
+``multi_view_nt_xent_loss`` is NT-Xent over V views of each image (multi-crop, Caron
+et al. 2020; solo-learn's SimCLR with several crops): every view is an anchor, the
+other V - 1 views of its image are its positives, the views of the other images its
+negatives, l(i) = -mean_{p in P(i)} log( exp(s_ip/tau) / sum_{k != i} exp(s_ik/tau) ).
+With V = 2 it is NT-Xent.
+
 ``byol_loss`` is BYOL's normalised mean squared error (Grill et al. 2020).
 """
 
@@ -71,6 +77,38 @@ def nt_xent_loss(
     self_mask[torch.arange(2 * batch), anchor_columns] = True
     logits = logits.masked_fill(self_mask, float("-inf"))
     return F.cross_entropy(logits, positive_columns)
+
+
+def multi_view_nt_xent_loss(views: list[torch.Tensor], temperature: float = 0.5, gather_distributed: bool = False) -> torch.Tensor:
+    """NT-Xent over V >= 2 views (B, D) of the same B images; views may come from crops of different sizes.
+
+    With ``gather_distributed`` every process's views are negatives and positives keep
+    to their own image, as with :func:`nt_xent_loss`.
+    """
+    if len(views) < 2 or any(v.ndim != 2 or v.shape != views[0].shape for v in views):
+        raise ValueError(f"expected at least two (B, D) projections of equal shape, got {[tuple(v.shape) for v in views]}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if len(views) == 2:
+        return nt_xent_loss(views[0], views[1], temperature, gather_distributed)
+    batch, count = views[0].shape[0], len(views)
+    dtype = torch.promote_types(views[0].dtype, torch.float32)
+    local = F.normalize(torch.cat(views, dim=0).to(dtype), dim=1)  # rows: view 1 of all, view 2 of all, ...
+    images = torch.arange(batch, device=local.device).repeat(count)
+    everyone, rank = _gather_with_gradients(local) if gather_distributed else (local, 0)
+    world = everyone.shape[0] // (count * batch)
+    # The image of every column of `everyone` (blocks of V*B per process), numbered across processes.
+    offsets = torch.arange(world, device=local.device).repeat_interleave(count * batch) * batch
+    column_images = images.repeat(world) + offsets
+    anchor_images = images + rank * batch
+    anchor_columns = torch.arange(count * batch, device=local.device) + rank * count * batch
+
+    logits = local @ everyone.T / temperature
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[torch.arange(count * batch), anchor_columns] = True
+    log_prob = torch.log_softmax(logits.masked_fill(self_mask, float("-inf")), dim=1)
+    positives = (anchor_images[:, None] == column_images[None, :]) & ~self_mask
+    return -(log_prob.masked_fill(~positives, 0).sum(dim=1) / (count - 1)).mean()
 
 
 def _info_nce_with_bank(z1: torch.Tensor, z2: torch.Tensor, bank: torch.Tensor, temperature: float) -> torch.Tensor:

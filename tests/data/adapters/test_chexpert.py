@@ -44,7 +44,17 @@ def test_frontal_films_with_patient_ids_from_the_path(chexpert):
     assert rows["train/patient00002/study2/view1_frontal.jpg"].patient_id == "patient00002"
     assert rows["valid/patient64541/study1/view1_frontal.jpg"].split == "val"
     assert all(row.label == "" for row in rows.values())  # a pretext pool
-    assert rows["train/patient00001/study1/view1_frontal.jpg"].extra == {"sex": "Female", "age": "68", "view": "AP"}
+    assert rows["train/patient00001/study1/view1_frontal.jpg"].extra == {
+        "sex": "Female",
+        "age": "68",
+        "view": "AP",
+        "study_id": "patient00001/study1",
+    }
+    # The study, for pretraining's positives study: patient00002's two studies are two groups.
+    from cxrssl.ssl.positives import positive_groups
+
+    groups = dict(zip((row.path for row in result.manifest.rows), positive_groups(result.manifest, "study")))
+    assert groups["train/patient00002/study1/view1_frontal.jpg"] != groups["train/patient00002/study2/view1_frontal.jpg"]
 
 
 def test_a_path_leaving_the_root_is_skipped_and_listed(chexpert):
@@ -135,7 +145,7 @@ def test_competition_task_under_each_uncertainty_policy(labelled, policy):
     assert [row.path for row in rows] == FRONTAL_ORDER
     expected = [[POLICY_VALUE[policy] if cell == U else cell for cell in line] for line in COMPETITION_BY_HAND]
     assert [[row.extra[f"finding:{name}"] for name in COMPETITION] for row in rows] == expected
-    assert list(rows[0].extra) == ["sex", "age", "view", *(f"finding:{name}" for name in COMPETITION)]
+    assert list(rows[0].extra) == ["sex", "age", "view", "study_id", *(f"finding:{name}" for name in COMPETITION)]
     assert [row.split for row in rows] == ["train"] * 4 + ["test"]  # valid.csv is the test split
     assert all(row.label == "" for row in rows)
     assert result.skipped == [

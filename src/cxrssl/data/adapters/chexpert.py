@@ -48,6 +48,7 @@ CSV_FILES = ("train.csv", "valid.csv")
 POOL_SPLITS = {"train.csv": "train", "valid.csv": "val"}
 LABELLED_SPLITS = {"train.csv": "train", "valid.csv": "test"}  # valid.csv is the test split
 PATIENT = re.compile(r"^patient\d+$")
+STUDY = re.compile(r"^study\d+$")
 DATASET_PARTS = ("train", "valid", "test")
 
 OBSERVATIONS = (
@@ -114,6 +115,9 @@ def index_chexpert(root: Path, options: IndexOptions) -> IndexResult:
                 continue
             extra = {"sex": record.get("Sex", ""), "age": record.get("Age", ""), "view": record.get("AP/PA", "")}
             extra = {k: (v or "").strip() for k, v in extra.items()}
+            # The study (a visit: its frontal and lateral films), for ``positives: study`` in pretraining.
+            study = next((part for part in PurePosixPath(relative).parts if STUDY.match(part)), "")
+            extra["study_id"] = f"{patient}/{study}" if study else ""
             if findings:
                 values, problem = _finding_values(record, finding_columns, options.uncertain)
                 if problem:

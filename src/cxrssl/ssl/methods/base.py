@@ -1,8 +1,8 @@
 """What every pretraining method is to the training loop.
 
 A method is an ``nn.Module`` that owns a backbone m(.) and a projection head n(.)
-(what a checkpoint keeps) and whose ``forward(view1, view2)`` returns the loss of a
-batch. Momentum methods (MoCo, BYOL) also declare their (online, target) pairs and
+(what a checkpoint keeps) and whose ``forward(view1, view2, *small)`` returns the loss
+of a batch (``small``: multi-crop's small views, for methods with ``multi_crop``). Momentum methods (MoCo, BYOL) also declare their (online, target) pairs and
 the momentum at each point of training; the base class then does the exponential
 moving average after every optimiser step (as solo-learn's base class does). The
 resumable state is the module's whole ``state_dict``: target networks and queues are
@@ -73,6 +73,8 @@ class Method(nn.Module):
     title: ClassVar[str]  # the name tables and figures show (default: ``name``)
     # The method's settings with their defaults (the papers'), types and ranges.
     settings: ClassVar[dict[str, Setting]] = {}
+    # Whether forward takes small crops after the two full-size views (multi-crop).
+    multi_crop: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -95,7 +97,8 @@ class Method(nn.Module):
         self.head = ProjectionHead(feature_dim(arch), hidden_features, out_features)
         self.gather_distributed = gather_distributed
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, *small: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch: two full-size views of each image (and, for a multi-crop method, small views)."""
         raise NotImplementedError
 
     # --- momentum targets ---------------------------------------------------------

@@ -24,6 +24,10 @@ enter the queue, so every process holds the same queue. BatchNorm is synchronise
 global batch, a query and its key no longer share the few-image statistics of one
 GPU that shuffle-BN was invented to hide, and the multi-process run equals the
 one-process run (tested).
+
+Multi-crop (``small_crops``): small views are queries only, each against the keys of
+both full-size views (Caron et al. 2020's scheme); the loss is the mean over every
+(query, key) pair, so with no small view it is the symmetrised loss above.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class MoCo(Method):
         "momentum": Setting(0.99, "unit", "EMA coefficient of the key encoder"),
         "queue_size": Setting(4096, "count", "negatives kept in the queue"),
     }
+    multi_crop = True
 
     def __init__(
         self,
@@ -70,13 +75,18 @@ class MoCo(Method):
     def momentum_at(self, progress: float) -> float:
         return self.momentum
 
-    def forward(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
+    def forward(self, view1: torch.Tensor, view2: torch.Tensor, *small: torch.Tensor) -> torch.Tensor:
         q1, q2 = self.head(self.backbone(torch.cat([view1, view2], dim=0))).chunk(2, dim=0)
         with torch.no_grad():
             k1, k2 = self.head_key(self.backbone_key(torch.cat([view1, view2], dim=0))).chunk(2, dim=0)
         negatives = self.queue.clone()  # the queue changes below; the loss keeps this step's copy
-        loss = 0.5 * (nt_xent_loss(q1, k2, self.temperature, negatives=negatives) + nt_xent_loss(q2, k1, self.temperature, negatives=negatives))
-        self._enqueue(k1, k2)
+        # Each full-size query against the other view's key; each small crop's query against both keys.
+        pairs = [(q1, k2), (q2, k1)]
+        if small:
+            for q in self.head(self.backbone(torch.cat(small, dim=0))).chunk(len(small), dim=0):
+                pairs += [(q, k1), (q, k2)]
+        loss = sum(nt_xent_loss(q, k, self.temperature, negatives=negatives) for q, k in pairs) / len(pairs)
+        self._enqueue(k1, k2)  # only the full-size views' keys: the queue holds what a key looks like
         return loss
 
     @torch.no_grad()
