@@ -92,7 +92,9 @@ def test_extract_probe_table_through_the_cli(tmp_path, phantom_manifest, capsys)
     base = ["--init", "random", "--arch", "resnet18", "--image-size", "32", "--quiet"]
     assert main(["extract", *base, "--data", str(phantom_manifest), "-o", str(features)]) == 0
     with np.load(features) as stored:
-        assert stored["features"].shape == (48, 512) and len(stored["path"]) == 48 and set(stored["label"]) == {"NORMAL", "PNEUMONIA"}
+        assert (
+            stored["features"].shape == (48, 64 + 128 + 256 + 512) and len(stored["path"]) == 48 and set(stored["label"]) == {"NORMAL", "PNEUMONIA"}
+        )
     results = []
     for seed in ("0", "1"):
         results.append(tmp_path / f"r{seed}.json")
@@ -255,15 +257,14 @@ def test_compare_through_the_cli_then_table_and_report(tmp_path, phantom_manifes
     assert "Does pretraining pay?" in (tmp_path / "r.html").read_text()
 
 
-def test_extract_reads_every_stage_with_the_blocks_readout(tmp_path, phantom_manifest, capsys):
-    out = tmp_path / "blocks.npz"
+def test_extract_reads_the_last_stage_with_the_papers_readout(tmp_path, phantom_manifest, capsys):
+    out = tmp_path / "last.npz"
     assert (
-        main(["extract", "--init", "random", "--image-size", "32", "--data", str(phantom_manifest), "--readout", "blocks", "-o", str(out), "--quiet"])
+        main(["extract", "--init", "random", "--image-size", "32", "--data", str(phantom_manifest), "--readout", "last", "-o", str(out), "--quiet"])
         == 0
     )
-    assert "blocks readout" in capsys.readouterr().out
     with np.load(out) as saved:
-        assert saved["features"].shape == (48, 64 + 128 + 256 + 512)
+        assert saved["features"].shape == (48, 512)
 
 
 def test_compare_flags_are_checked_with_one_line(tmp_path, capsys):

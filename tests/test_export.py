@@ -336,3 +336,42 @@ def test_the_export_verb_writes_what_the_library_writes(tmp_path, checkpoint, ca
         run(parser.parse_args(["export", str(checkpoint), "-o", str(out)]))
     assert run(parser.parse_args(["export", str(checkpoint), "-o", str(out), "--overwrite"])) == 0
     assert read(out)["conv1.weight"].shape == (64, 1, 7, 7)
+
+
+@pytest.fixture(scope="module")
+def blocks_model(tmp_path_factory, checkpoint, images):
+    """A probe over every stage's features (the default readout), saved as `probe --save-model` saves it."""
+    from cxrssl.eval.features import BlockReadout
+
+    backbone = load_backbone(checkpoint)[0].eval()
+    with torch.no_grad():
+        features = BlockReadout(backbone)(normalize_pixels(grey_pixels(images))).numpy()
+    assert features.shape[1] == 64 + 128 + 256 + 512
+    targets = np.array([row.label == "PNEUMONIA" for row in images.manifest.rows], dtype=int)
+    pipeline = make_classifier(1.0).fit(features, targets)
+    folder = tmp_path_factory.mktemp("export-blocks") / "model"
+    save_model(folder, backbone, LinearProbe.from_pipeline(pipeline, "PNEUMONIA", "NORMAL", 1.0), "resnet18", SIZE, str(checkpoint), {}, "blocks")
+    return folder, pipeline.predict_proba(features)[:, 1]
+
+
+def test_a_model_read_at_every_stage_predicts_its_probes_probabilities_and_exports_to_onnx_not_to_fc(tmp_path, blocks_model, images, image_paths):
+    from cxrssl.eval.model import load_model
+
+    folder, expected = blocks_model
+    assert load_model(folder).readout == "blocks"
+    found = np.array([p.probability for p in predicted(folder, image_paths)])
+    np.testing.assert_allclose(found, expected[:5], atol=1e-5, rtol=0)
+    with pytest.raises(ExportError, match="reads every stage .*export it as .onnx"):
+        export_backbone(folder, tmp_path / "model.pth")
+    assert not (tmp_path / "model.pth").exists()
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        pytest.importorskip(name, reason=f"{name} is not installed (the export extra)")
+    result = export_onnx(folder, tmp_path / "model.onnx")
+    np.testing.assert_allclose(onnx_probabilities(result.destination, grey_pixels(images)[:5])[:, 0], found, atol=1e-4, rtol=0)
+
+
+def test_heat_maps_of_a_model_read_at_every_stage(tmp_path, blocks_model, image_paths):
+    from cxrssl.explain.predict import predict_images
+
+    predictions, _ = predict_images(blocks_model[0], image_paths[:2], heatmaps=tmp_path / "maps")
+    assert len(predictions) == 2 and len(list((tmp_path / "maps").glob("*.png"))) == 2

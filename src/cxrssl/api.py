@@ -18,11 +18,11 @@ import numpy as np
 from torch import nn
 
 from cxrssl.eval.backbones import backbone_spec, named_backbones
-from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.features import DEFAULT_READOUT, BackboneSpec
 from cxrssl.eval.probe import ProbeSettings
 
 
-def _spec(backbone, image_size: int | None = None, arch: str | None = None, seed: int = 0, readout: str = "last") -> BackboneSpec:
+def _spec(backbone, image_size: int | None = None, arch: str | None = None, seed: int = 0, readout: str = DEFAULT_READOUT) -> BackboneSpec:
     if isinstance(backbone, BackboneSpec):
         spec = backbone
     elif str(backbone).endswith(".json"):
@@ -75,7 +75,9 @@ def load_backbone(source, arch: str | None = None) -> nn.Module:
     return _spec(source, arch=arch).build().eval()
 
 
-def extract_features(backbone, data, image_size: int | None = None, readout: str = "last", progress: bool = False) -> tuple[np.ndarray, object]:
+def extract_features(
+    backbone, data, image_size: int | None = None, readout: str = DEFAULT_READOUT, progress: bool = False
+) -> tuple[np.ndarray, object]:
     """Frozen features of every readable image of ``data``: an (images, features) array and
     the manifest of those images (in the same order). ``readout``: ``last`` or ``blocks``.
 
@@ -92,7 +94,9 @@ def extract_features(backbone, data, image_size: int | None = None, readout: str
 # --- evaluation ---------------------------------------------------------------------------
 
 
-def probe(backbone, task, settings: ProbeSettings | None = None, image_size: int | None = None, readout: str = "last", progress: bool = False):
+def probe(
+    backbone, task, settings: ProbeSettings | None = None, image_size: int | None = None, readout: str = DEFAULT_READOUT, progress: bool = False
+):
     """The paper's evaluation: a logistic-regression probe of frozen features on ``task``'s
     patient-level split (per finding for a multi-label task). Returns a ``ProbeResult``
     (``.metrics``, ``.intervals``) or a ``FindingsProbeResult`` (``.fit.metrics`` per finding).
@@ -113,7 +117,7 @@ def compare(
     out,
     settings=None,
     image_size: int | None = None,
-    readout: str = "last",
+    readout: str = DEFAULT_READOUT,
     overwrite: bool = False,
     progress: bool = False,
 ):
@@ -151,14 +155,27 @@ def _compare_named(backbones, tasks, out, settings, outputs=None, overwrite: boo
 
 
 def compare_tasks(
-    tasks, out, settings, outputs=None, checkpoints=(), inits=(), arch=None, image_size=None, seed=0, readout="last", overwrite=False, progress=True
+    tasks,
+    out,
+    settings,
+    outputs=None,
+    checkpoints=(),
+    inits=(),
+    arch=None,
+    image_size=None,
+    seed=0,
+    readout=DEFAULT_READOUT,
+    overwrite=False,
+    progress=True,
 ):
     """``cxrssl compare``: backbones given as ``[NAME=]CK.json`` checkpoints and initialisations."""
     backbones = named_backbones(checkpoints, inits, arch, image_size, seed, readout)
     return _compare_named(backbones, tasks, out, settings, outputs, overwrite=overwrite, progress=progress)
 
 
-def sweep_checkpoints(run, task, out, settings: ProbeSettings | None = None, outputs=None, progress: bool = False, monitor=None):
+def sweep_checkpoints(
+    run, task, out, settings: ProbeSettings | None = None, outputs=None, progress: bool = False, monitor=None, readout: str = DEFAULT_READOUT
+):
     """Probe every saved checkpoint of a pretraining run on ``task`` (the metric per epoch, beside
     the loss and the label-free monitors, and the checkpoint each monitor would keep); writes
     sweep.csv/json/png into ``out``. ``monitor``: a small labelled manifest for the k-NN monitor."""
@@ -167,7 +184,7 @@ def sweep_checkpoints(run, task, out, settings: ProbeSettings | None = None, out
     from cxrssl.eval.sweep import sweep_run
     from cxrssl.report.sweep import write_sweep_outputs
 
-    found = sweep_run(run, task, settings or ProbeSettings(), progress=progress, monitor=monitor)
+    found = sweep_run(run, task, settings or ProbeSettings(), progress=progress, monitor=monitor, readout=readout)
     with outputs.writing() if outputs is not None else nullcontext():
         write_sweep_outputs(found, out)
     return found

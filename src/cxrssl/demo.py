@@ -12,7 +12,7 @@ macro mean AUC -> the HTML report.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -22,7 +22,7 @@ from cxrssl.data.manifest import read_manifest
 from cxrssl.data.phantom import write_phantom_dataset
 from cxrssl.eval.compare import CompareSettings, NamedBackbone, budget_name, compare_backbones
 from cxrssl.eval.evaluate import load_task
-from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.features import DEFAULT_READOUT, BackboneSpec
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.fileio import atomic_write_json, atomic_write_text
 from cxrssl.hardware import cpu_description
@@ -78,9 +78,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings = DemoSettings(), confi
     task = load_task(task_manifest, config.image_size, progress=progress)
     backbones = [
         NamedBackbone(
-            f"{METHODS[config.method].title} {config.epochs} epochs", BackboneSpec.from_checkpoint(run.checkpoint(config.epochs))
+            f"{METHODS[config.method].title} {config.epochs} epochs",
+            replace(BackboneSpec.from_checkpoint(run.checkpoint(config.epochs)), readout=DEFAULT_READOUT),
         ),  # always kept
-        NamedBackbone("random init", BackboneSpec.random(config.arch, config.image_size, config.seed)),
+        NamedBackbone("random init", BackboneSpec.random(config.arch, config.image_size, config.seed, DEFAULT_READOUT)),
     ]
     compare_settings = CompareSettings(settings.budgets, settings.folds, settings.repeats, ProbeSettings(seed=settings.seed, bootstrap=0))
     comparison = compare_backbones(backbones, [("phantom task", task)], out_dir / "compare", compare_settings, progress=progress, overwrite=True)

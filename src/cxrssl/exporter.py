@@ -184,6 +184,11 @@ def _state_dict(found: _Source, rgb: bool) -> dict[str, torch.Tensor]:
     if rgb:
         tensors["conv1.weight"] = spread_stem(tensors["conv1.weight"])
     if found.model is not None:
+        if found.model.readout != "last":
+            raise ExportError(
+                f"{found.path}: its probe reads every stage ({found.model.readout} readout), which torchvision's fc (last stage only) cannot hold; "
+                f"export it as .onnx, or export its checkpoint for the backbone alone"
+            )
         layer = found.model.probe.folded()
         tensors["fc.weight"], tensors["fc.bias"] = layer.weight.detach().contiguous(), layer.bias.detach().contiguous()
     return tensors
@@ -271,7 +276,7 @@ def export_onnx(model_folder: str | Path, destination: str | Path, *, overwrite:
     onnx = require("onnx", "export")
     require("onnxscript", "export")  # the dynamo exporter of torch writes ONNX through it
     model = found.model
-    network = OnnxModel(model.backbone.float().eval(), model.probe.folded().eval()).eval()
+    network = OnnxModel(model.reader.float().eval(), model.probe.folded().eval()).eval()
     example = torch.full((2, 1, model.image_size, model.image_size), 127.0)  # a batch of 2, so the batch axis stays symbolic
     try:
         program = torch.onnx.export(

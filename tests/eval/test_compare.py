@@ -16,7 +16,6 @@ from cxrssl.eval.compare import (
     plan_task,
 )
 from cxrssl.eval.features import BackboneSpec
-from cxrssl.eval.finetune import FinetuneSettings
 from cxrssl.eval.probe import ProbeSettings
 from cxrssl.report.compare import COMPARE_FILES, write_compare_outputs
 
@@ -235,15 +234,6 @@ def test_bad_inputs_get_one_clear_line(tmp_path, backbones):
         compare_backbones(named, [("toy", task[0]), ("toy", task[0])], tmp_path, FAST, progress=False)
     with pytest.raises(CompareError, match="budgets are patients per class"):
         CompareSettings(budgets=(0,))
-    blocks = [NamedBackbone(b.name, replace(b.spec, readout="blocks")) for b in named]
-    with pytest.raises(CompareError, match="fine-tuning trains the network end to end from its last stage"):
-        compare_backbones(
-            blocks,
-            [("toy", task[0])],
-            tmp_path,
-            CompareSettings(**{**FAST.__dict__, "finetune": FinetuneSettings(epochs=1), "finetune_budgets": (None,)}),
-            progress=False,
-        )
 
 
 def test_the_readout_is_recorded_per_backbone(tmp_path, backbones):

@@ -62,8 +62,8 @@ def test_blocks_readout_is_every_stage_pooled_in_order(images, arch, widths):
     assert np.allclose(got[:, -widths[-1] :], last.numpy(), atol=1e-5)  # the last stage is the default readout
 
 
-def test_readouts_are_cached_apart_and_the_default_keeps_its_key(images, monkeypatch):
-    last = features_for(BackboneSpec.random("resnet18", 32, seed=1), images)
+def test_readouts_are_cached_apart_and_the_last_stage_keeps_its_old_key(images, monkeypatch):
+    last = features_for(BackboneSpec.random("resnet18", 32, seed=1, readout="last"), images)
     blocks = features_for(BackboneSpec.random("resnet18", 32, seed=1, readout="blocks"), images)
     assert last.shape[1] == 512 and blocks.shape[1] == 960
     assert len(list(feature_cache_dir().glob("*.npz"))) == 2
@@ -183,7 +183,9 @@ def test_features_with_nan_or_inf_are_refused_naming_the_backbone(images, monkey
             return out
 
         monkeypatch.setattr(features_module, "extract_features", broken)
-        with pytest.raises(CxrsslError, match=r"random resnet18 \(seed 1\): its features of 1 of \d+ images hold NaN or infinite values") as error:
+        with pytest.raises(
+            CxrsslError, match=r"random resnet18 \(seed 1\), blocks readout: its features of 1 of \d+ images hold NaN or infinite values"
+        ) as error:
             features_for(spec, images)
         assert "\n" not in str(error.value)
     assert not list(feature_cache_dir().glob("*.npz"))  # nothing cached

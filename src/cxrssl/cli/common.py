@@ -21,7 +21,6 @@ INIT_HELP = (
     "a backbone that was not pretrained here: random (the baseline), imagenet (torchvision's ImageNet weights, "
     "from its cache) or a .pth/.safetensors state dict or cxrssl checkpoint .json"
 )
-READOUT_HELP = "features the probe reads: the last stage, pooled (default, the paper's), or every residual stage, pooled and concatenated"
 FINDINGS_HELP = (
     "evaluate per finding (a manifest with findings columns): 'all' or names separated by commas; "
     "default: per finding when the manifest has findings and no label"
@@ -178,10 +177,16 @@ def method_setting(text: str) -> tuple[str, str]:
 # --- flag groups ---------------------------------------------------------------------------
 
 
-def readout_choices() -> list[str]:
-    from cxrssl.eval.features import READOUTS
+def add_readout_flag(verb) -> None:
+    """``--readout``: which features of the frozen backbone the probe reads; its default is the library's (``DEFAULT_READOUT``)."""
+    from cxrssl.eval.features import DEFAULT_READOUT, READOUTS
 
-    return list(READOUTS)
+    verb.add_argument(
+        "--readout",
+        choices=list(READOUTS),
+        default=DEFAULT_READOUT,
+        help="features the probe reads: " + "; ".join(f"{name}: {about}" for name, about in READOUTS.items()) + f" (default {DEFAULT_READOUT})",
+    )
 
 
 def architectures() -> str:
@@ -283,7 +288,9 @@ def finetune_settings(args):
 def backbone_spec(args):
     from cxrssl.eval.backbones import backbone_spec as spec_of
 
-    return spec_of(checkpoint=args.checkpoint, init=args.init, arch=args.arch, image_size=args.image_size, seed=args.seed)
+    # Verbs without --readout (finetune, gradcam, tsne) work from the last stage.
+    readout = getattr(args, "readout", "last")
+    return spec_of(checkpoint=args.checkpoint, init=args.init, arch=args.arch, image_size=args.image_size, seed=args.seed, readout=readout)
 
 
 # --- the output contract ------------------------------------------------------------------

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from cxrssl.cli.common import (
     DEFAULT_LABELS,
-    READOUT_HELP,
     SPLIT_POLICY_HELP,
     add_backbone_flags,
     add_findings_flags,
     add_finetune_flags,
     add_overwrite_flag,
+    add_readout_flag,
     add_result_flags,
     add_sweep_flags,
     architectures,
@@ -27,7 +27,6 @@ from cxrssl.cli.common import (
     outputs_for,
     positive_int,
     probe_settings,
-    readout_choices,
     seed_value,
     sibling,
 )
@@ -52,7 +51,7 @@ def _extract(verbs) -> None:
     verb.add_argument("--data", required=True, help="manifest CSV or cache folder")
     verb.add_argument("-o", "--output", default="features.npz", help="npz with features, path, patient_id, label, split")
     verb.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
-    verb.add_argument("--readout", choices=readout_choices(), default="last", help=READOUT_HELP)
+    add_readout_flag(verb)
     add_overwrite_flag(verb)
     verb.set_defaults(handler=extract)
 
@@ -77,6 +76,7 @@ def extract(args) -> None:
 def _probe(verbs) -> None:
     verb = verbs.add_parser("probe", help="logistic-regression probe of frozen features on a labelled manifest")
     add_result_flags(verb, "probe.json", "pretext fraction and epoch, or 'random init'")
+    add_readout_flag(verb)
     verb.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds for choosing C (default 5)")
     verb.add_argument("--save-model", metavar="DIR", help="also save backbone + probe for `cxrssl predict` (safetensors + JSON)")
     verb.set_defaults(handler=probe)
@@ -93,8 +93,6 @@ def probe(args) -> None:
     inputs = [*data_inputs(args.task), *_backbone_inputs(args)]
     outputs = outputs_for(args, files=[output, predictions], folders=[args.save_model] if args.save_model else [], inputs=inputs)
     spec = backbone_spec(args)
-    if args.save_model:
-        spec.require_last_stage("a saved model")  # refused before the probe runs, not after
     settings = probe_settings(args)
     task = load_task(args.task, spec.image_size, progress=not args.quiet, settings=settings)
     result = evaluate_backbone(spec, task, settings, progress=not args.quiet)
@@ -205,7 +203,7 @@ def _compare(verbs) -> None:
     verb.add_argument("--bootstrap", type=bootstrap_count, default=2000, help="patient resamples when the task has an official test split")
     verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
     verb.add_argument("--jobs", type=non_negative_int, default=0, help="worker processes for the fits (default: one per core)")
-    verb.add_argument("--readout", choices=readout_choices(), default="last", help=READOUT_HELP)
+    add_readout_flag(verb)
     verb.add_argument("--finetune", action="store_true", help="also fine-tune every backbone end to end (see `cxrssl finetune`)")
     verb.add_argument(
         "--finetune-labels",
@@ -286,6 +284,7 @@ def _sweep(verbs) -> None:
     add_sweep_flags(verb)
     verb.add_argument("--task", required=True, help="labelled manifest CSV or cache folder")
     verb.add_argument("-o", "--output", help="folder for sweep.csv/json/png (default RUN/sweep_<dataset>)")
+    add_readout_flag(verb)
     verb.add_argument(
         "--monitor",
         metavar="SMALL.csv",
@@ -300,7 +299,9 @@ def sweep(args) -> None:
 
     folder = Path(args.output) if args.output else Path(args.run) / f"sweep_{dataset_name(args.task)}"
     outputs = outputs_for(args, folders=[folder], inputs=[args.run, *data_inputs(args.task), *(data_inputs(args.monitor) if args.monitor else [])])
-    found = sweep_checkpoints(args.run, args.task, folder, probe_settings(args), outputs, progress=not args.quiet, monitor=args.monitor)
+    found = sweep_checkpoints(
+        args.run, args.task, folder, probe_settings(args), outputs, progress=not args.quiet, monitor=args.monitor, readout=args.readout
+    )
     best = max(found.rows, key=lambda row: row["metrics"]["auc"])
     print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {folder}/sweep.csv, sweep.json, sweep.png")
     for name, monitor in found.monitors.items():

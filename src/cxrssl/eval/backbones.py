@@ -11,12 +11,12 @@ from pathlib import Path
 
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.compare import NamedBackbone
-from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.features import DEFAULT_READOUT, BackboneSpec
 from cxrssl.models import DEFAULT_ARCH
 
 
 def backbone_spec(
-    checkpoint=None, init: str | None = None, arch: str | None = None, image_size: int = 128, seed: int = 0, readout: str = "last"
+    checkpoint=None, init: str | None = None, arch: str | None = None, image_size: int = 128, seed: int = 0, readout: str = DEFAULT_READOUT
 ) -> BackboneSpec:
     """A checkpoint's backbone (``arch``, if given, is checked against it), or an initialisation:
     ``random``, ``imagenet`` or a weights file, of ``arch`` at ``image_size``."""
@@ -43,7 +43,9 @@ def split_named(text: str) -> tuple[str, str]:
     return "", text
 
 
-def named_backbones(checkpoints=(), inits=(), arch: str | None = None, image_size: int | None = None, seed: int = 0, readout: str = "last") -> list:
+def named_backbones(
+    checkpoints=(), inits=(), arch: str | None = None, image_size: int | None = None, seed: int = 0, readout: str = DEFAULT_READOUT
+) -> list:
     """``compare`` 's backbones: checkpoints (``[NAME=]PATH``), then initialisations.
 
     ``image_size`` probes every backbone at that size (a checkpoint too); otherwise the

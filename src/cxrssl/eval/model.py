@@ -27,8 +27,8 @@ from torch import nn
 
 from cxrssl.checkpoint import CheckpointError, backbone_from_tensors, checkpoint_metadata, load_tensors, save_weights
 from cxrssl.errors import CxrsslError
+from cxrssl.eval.features import READOUTS, BlockReadout, readout_width
 from cxrssl.eval.probe import ProbeResult
-from cxrssl.models import feature_dim
 
 MODEL_FILE = "model.json"
 MAX_NAME_LENGTH = 200  # characters of a class or finding name
@@ -112,13 +112,26 @@ class SavedModel:
     arch: str
     image_size: int
     backbone_description: str  # the checkpoint (or initialisation) the backbone came from, as text for people
+    readout: str = "last"  # which features the probe reads (eval.features.READOUTS); models saved before readouts: last
+
+    @property
+    def reader(self) -> nn.Module:
+        """The module whose output the probe reads: the backbone, or the backbone read at every stage."""
+        return self.backbone if self.readout == "last" else BlockReadout(self.backbone).eval()
 
     def as_module(self) -> ProbeModel:
-        return ProbeModel(self.backbone, self.probe.folded()).eval()
+        return ProbeModel(self.reader, self.probe.folded()).eval()
 
 
 def save_model(
-    folder: str | Path, backbone: nn.Module, probe: LinearProbe | FindingsModel, arch: str, image_size: int, backbone_description: str, metrics: dict
+    folder: str | Path,
+    backbone: nn.Module,
+    probe: LinearProbe | FindingsModel,
+    arch: str,
+    image_size: int,
+    backbone_description: str,
+    metrics: dict,
+    readout: str = "last",
 ) -> Path:
     folder = Path(folder)
     tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
@@ -131,7 +144,7 @@ def save_model(
         tensors["probe.intercept"] = torch.tensor([probe.intercept], dtype=torch.float64)
         details = {"positive": probe.positive, "negative": probe.negative, "threshold": probe.threshold, "c": probe.c}
     metadata = checkpoint_metadata(
-        arch, image_size, 0, {}, kind="probe-model", backbone_description=backbone_description, probe=details, test_metrics=metrics
+        arch, image_size, 0, {}, kind="probe-model", backbone_description=backbone_description, probe=details, test_metrics=metrics, readout=readout
     )
     return save_weights(folder / MODEL_FILE, tensors, metadata)
 
@@ -145,8 +158,11 @@ def load_model(folder: str | Path) -> SavedModel:
     if metadata.get("kind") != "probe-model":
         raise CxrsslError(f"{path}: is a pretraining checkpoint, not a saved model; make one with `cxrssl probe --save-model DIR`")
     backbone = backbone_from_tensors(tensors, metadata["arch"], path)  # shapes of its arch, finite weights
-    width = feature_dim(metadata["arch"])
     try:
+        readout = metadata.get("readout", "last")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}")
+        width = readout_width(metadata["arch"], readout)
         details = metadata["probe"]
         if not isinstance(details, dict):
             raise TypeError(f"the probe's record is {type(details).__name__}, not an object")
@@ -158,7 +174,7 @@ def load_model(folder: str | Path) -> SavedModel:
         raise CheckpointError(
             f"{path}: the saved probe is incomplete ({type(error).__name__}: {_one_line(error)}); the file is damaged, save the model again with `cxrssl probe --save-model DIR`"
         ) from None
-    return SavedModel(backbone, probe, metadata["arch"], metadata["image_size"], description)
+    return SavedModel(backbone, probe, metadata["arch"], metadata["image_size"], description, readout)
 
 
 def _one_line(error: Exception) -> str:
@@ -223,9 +239,20 @@ def _require_possible(values: dict, finite: tuple[str, ...]) -> None:
 
 
 def save_probe_model(folder: str | Path, spec, result) -> Path:
-    """``probe --save-model``: the backbone of ``spec`` and the probe fitted in ``result`` (a ProbeResult)."""
-    spec.require_last_stage("a saved model")
+    """``probe --save-model``: the backbone of ``spec`` and the probe fitted in ``result`` (a ProbeResult).
+
+    ``spec`` must be the one the probe was fitted with: its readout decides which
+    features the saved model reads, and a probe of another width is refused here, not
+    when the model is loaded.
+    """
     if not isinstance(result, ProbeResult):  # an eval.multilabel.FindingsProbeResult: one output per fitted finding
-        return save_model(folder, spec.build(), result.fit.model, spec.arch, spec.image_size, spec.description, result.fit.metrics)
-    probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
-    return save_model(folder, spec.build(), probe, spec.arch, spec.image_size, spec.description, result.metrics)
+        probe, metrics = result.fit.model, result.fit.metrics
+    else:
+        probe, metrics = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c), result.metrics
+    width, expected = int(np.shape(probe.mean)[-1]), readout_width(spec.arch, spec.readout)
+    if width != expected:
+        raise CxrsslError(
+            f"the probe reads {width} features, but {spec.description} gives {expected} with the {spec.readout} readout; "
+            f"save it with the backbone spec it was fitted with (the same readout)"
+        )
+    return save_model(folder, spec.build(), probe, spec.arch, spec.image_size, spec.description, metrics, spec.readout)

@@ -18,7 +18,7 @@ sweep.csv, sweep.png and sweep.json.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from scipy.stats import spearmanr
@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 from cxrssl.data.imageset import ImageSet
 from cxrssl.errors import CxrsslError
 from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload
-from cxrssl.eval.features import BackboneSpec
+from cxrssl.eval.features import DEFAULT_READOUT, BackboneSpec
 from cxrssl.eval.multilabel import FindingsProbeResult
 from cxrssl.eval.probe import ProbeResult, ProbeSettings
 from cxrssl.run import RunFolder
@@ -60,6 +60,7 @@ def sweep_run(
     progress: bool = True,
     task: ImageSet | None = None,
     monitor: str | Path | None = None,
+    readout: str = DEFAULT_READOUT,
 ) -> Sweep:
     """Probe every checkpoint of ``run_dir`` on the task (nothing is written).
 
@@ -74,7 +75,9 @@ def sweep_run(
     log = run.read_log()
     first = BackboneSpec.from_checkpoint(checkpoints[0])
     pretrain_seed = int(run.read_config()["pretrain"].get("seed", 0)) if run.config.is_file() else 0
-    specs = [BackboneSpec.random(first.arch, first.image_size, pretrain_seed)] + [BackboneSpec.from_checkpoint(c) for c in checkpoints]
+    specs = [BackboneSpec.random(first.arch, first.image_size, pretrain_seed, readout)] + [
+        replace(BackboneSpec.from_checkpoint(c), readout=readout) for c in checkpoints
+    ]
     task = task or load_task(task_data, first.image_size, progress, settings)
     if monitor is not None:
         log = with_knn_monitor(log, specs[1:], monitor, first.image_size, progress)

@@ -82,9 +82,8 @@ def draw_galleries(
     if isinstance(result, FindingsProbeResult):
         return _finding_galleries(spec, task, result, gradcam_path, errors_path, count, model, finding)
     if model is None:
-        spec.require_last_stage("Grad-CAM")
         probe = LinearProbe.from_pipeline(result.model, result.positive, result.negative, result.chosen_c)
-        model = ProbeModel(spec.build(), probe.folded()).eval()
+        model = ProbeModel(spec.build_reader(), probe.folded()).eval()
     labels = task.manifest.labels
     correct = pick_correct_positives(labels, result.test_indices, result.test_scores, result.positive, count)
     errors = pick_errors(labels, result.test_indices, result.test_scores, result.positive, count)
@@ -110,8 +109,7 @@ def _finding_galleries(spec, task: ImageSet, result: FindingsProbeResult, gradca
     name = chosen_finding(result, finding)
     outputs = [n for n in fit.names if n in fit.thresholds]  # the model's columns: every fitted finding, in the task's order
     if model is None:
-        spec.require_last_stage("Grad-CAM")
-        model = ProbeModel(spec.build(), fit.model.folded()).eval()
+        model = ProbeModel(spec.build_reader(), fit.model.folded()).eval()
     j = fit.names.index(name)
     truth = findings_task(task.manifest, ProbeSettings(findings=fit.names)).targets[:, j]
     labels = [name if value == 1 else f"no {name}" if value == 0 else "" for value in truth]

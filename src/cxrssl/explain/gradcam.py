@@ -18,7 +18,13 @@ from cxrssl.models import normalize_pixels
 
 
 def last_conv_block(backbone: nn.Module) -> nn.Module:
-    """ResNet's last residual block, or else the network's last Conv2d."""
+    """ResNet's last residual block, or else the network's last Conv2d.
+
+    A backbone read at every stage (``eval.features.BlockReadout``) is explained at its
+    ResNet's last block too: the map then shows where the last stage's share of the score
+    comes from (the earlier stages' share does not pass through that block).
+    """
+    backbone = getattr(backbone, "backbone", backbone)  # BlockReadout wraps the ResNet
     if hasattr(backbone, "layer4"):
         return backbone.layer4[-1]
     convolutions = [module for module in backbone.modules() if isinstance(module, nn.Conv2d)]

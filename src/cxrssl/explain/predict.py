@@ -72,7 +72,7 @@ def predict_images(
     images = decode_manifest(Manifest(rows, Path.cwd()), model.image_size, progress=False)
     if len(images) == 0:
         return [], images.unreadable
-    probabilities = probe.probability(extract_features(model.backbone, images, batch_size=batch_size))
+    probabilities = probe.probability(extract_features(model.reader, images, batch_size=batch_size))
     if findings is None:
         predictions = [
             Prediction(row.path, float(p), probe.positive, probe.positive if p >= probe.threshold else probe.negative)
@@ -102,7 +102,7 @@ def predict_images(
         names = dict(zip(jobs, heatmap_names([images.manifest.rows[i].path for i, _ in jobs], suffixes)))
         for output in sorted({j for columns in wanted for j in columns}):
             chosen = [i for i, columns in enumerate(wanted) if output in columns]
-            maps = gradcam_maps(network, last_conv_block(network.backbone), pixels[chosen], batch_size=HEATMAP_BATCH, output=output)
+            maps = gradcam_maps(network, last_conv_block(model.backbone), pixels[chosen], batch_size=HEATMAP_BATCH, output=output)
             for i, heat in zip(chosen, maps):
                 Image.fromarray(overlay(pixels[i].numpy(), heat)).save(folder / names[(i, output)])
     return predictions, images.unreadable

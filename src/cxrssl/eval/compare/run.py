@@ -51,8 +51,6 @@ def compare_backbones(
     if len(set(names)) != len(names):
         raise CompareError(f"two backbones share a name ({', '.join(names)}); name them with --checkpoint NAME=CK.json")
     common_image_size(backbones)
-    if settings.finetune and any(b.spec.readout != "last" for b in backbones):
-        raise CompareError("fine-tuning trains the network end to end from its last stage; compare another readout without --finetune")
     reference = settings.reference or next((b.name for b in backbones if b.spec.checkpoint is None and b.spec.init == "random"), names[0])
     if reference not in names:
         raise CompareError(f"--reference {reference!r} is not one of the backbones ({', '.join(names)})")
