@@ -1,3 +1,4 @@
+import csv
 import json
 
 import numpy as np
@@ -406,7 +407,6 @@ def test_probe_predict_table_and_report_per_finding_through_the_cli(tmp_path, fi
     assert result["kind"] == "cxrssl-findings-probe" and result["macro_over"]
     assert result["macro_auc"] == pytest.approx(np.mean([e["metrics"]["auc"] for e in result["findings"] if "metrics" in e]))
     # predict reproduces the probe's test probabilities of every fitted finding
-    import csv
 
     rows = list(csv.DictReader(open(tmp_path / "probe_predictions.csv")))
     images = [str(task.parent / row["path"]) for row in rows[:6]]
@@ -444,7 +444,8 @@ def test_probe_predict_table_and_report_per_finding_through_the_cli(tmp_path, fi
     )
     assert "correctly classified Effusion" in capsys.readouterr().out and (tmp_path / "g_errors.png").is_file()
     assert main(["tsne", "--checkpoints", str(checkpoint), "--task", str(task), "--finding", "Edema", "-o", str(tmp_path / "ts.png"), "--quiet"]) == 0
-    assert {"Edema", "no Edema"} >= {line.split(",")[3] for line in (tmp_path / "ts.csv").read_text().splitlines()[1:]}
+    with (tmp_path / "ts.csv").open() as handle:
+        assert {"Edema", "no Edema"} >= {row[3] for row in list(csv.reader(handle))[1:]}
     report = tmp_path / "r.html"
     assert (
         main(
@@ -473,7 +474,6 @@ def test_probe_predict_table_and_report_per_finding_through_the_cli(tmp_path, fi
 
 def test_compare_and_finetune_per_finding_on_a_chexpert_tree_under_each_uncertainty_policy(tmp_path, capsys):
     """The same phantom CheXpert tree indexed with U-Ignore, U-Ones and U-Zeros; each gives the entries its policy keeps."""
-    import csv
 
     assert main(["phantom", str(tmp_path / "cx"), "--chexpert", "--n", "200", "--size", "64", "--seed", "6"]) == 0
     root = tmp_path / "cx" / "CheXpert-v1.0-small"
@@ -624,7 +624,6 @@ def test_finding_flags_are_checked_before_any_work(tmp_path, findings_run, phant
 
 
 def test_split_of_a_findings_manifest_is_stratified_over_its_findings(tmp_path, capsys):
-    import csv
 
     assert main(["phantom", str(tmp_path / "d"), "--findings", "--n", "200", "--size", "64", "--seed", "8"]) == 0
     assert main(["split", str(tmp_path / "d" / "labels.csv"), "-o", str(tmp_path / "s.csv"), "--seed", "1"]) == 0

@@ -288,7 +288,7 @@ def finetune_settings(args):
 def backbone_spec(args):
     from cxrssl.eval.backbones import backbone_spec as spec_of
 
-    # Verbs without --readout (finetune, gradcam, tsne) work from the last stage.
+    # Verbs without --readout (finetune, gradcam) work from the last stage.
     readout = getattr(args, "readout", "last")
     return spec_of(checkpoint=args.checkpoint, init=args.init, arch=args.arch, image_size=args.image_size, seed=args.seed, readout=readout)
 
