@@ -9,9 +9,14 @@ def test_log_round_trip_and_paths(tmp_path):
     assert run.read_log() == []
     rows = [{"epoch": 1, "loss": 4.2, "lr": 0.0005, "images_per_s": 50.0, "wall_s": 10.0}]
     run.write_log(rows)
-    # Columns a row does not have (the monitors of an older run) read back empty.
-    assert run.read_log() == [{key: str(rows[0].get(key, "")) for key in LOG_COLUMNS}]
-    assert run.log.read_text().splitlines()[0] == ",".join(LOG_COLUMNS)
+    # A run without monitors (an older run, or monitor_images 0) writes and reads back only its own columns.
+    assert run.read_log() == [{key: str(value) for key, value in rows[0].items()}]
+    assert run.log.read_text().splitlines()[0] == ",".join(LOG_COLUMNS[:5])
+    # A monitor column is written when some row has it; the rows without it read back empty.
+    rows.append({**rows[0], "epoch": 2, "knn_auc": 0.75})
+    run.write_log(rows)
+    assert run.log.read_text().splitlines()[0] == ",".join([*LOG_COLUMNS[:5], "knn_auc"])
+    assert [row["knn_auc"] for row in run.read_log()] == ["", "0.75"]
     assert run.checkpoint(5).name == "epoch_0005.json"
 
 
