@@ -118,8 +118,10 @@ def _run_until_two_workers_answered(script=SCRIPT):
 def test_sigterm_or_ctrl_c_ends_the_map_and_its_workers(sig):
     child, pids = _run_until_two_workers_answered()
     child.send_signal(sig)
-    child.stdout.close()
-    returncode = child.wait(timeout=30)
+    # Read the child's output to its end rather than closing the pipe: a child still printing
+    # when the pipe closed ended with BrokenPipeError (exit 1) before its signal was handled.
+    child.communicate(timeout=30)
+    returncode = child.returncode
     # SIGTERM: SystemExit(143); Ctrl-C: KeyboardInterrupt, with which Python ends as killed by SIGINT
     assert returncode == (SIGTERM_EXIT_STATUS if sig == signal.SIGTERM else -signal.SIGINT)
     assert all(gone(pid) for pid in pids)
@@ -128,8 +130,8 @@ def test_sigterm_or_ctrl_c_ends_the_map_and_its_workers(sig):
 def test_a_sigterm_handler_of_the_program_is_kept_and_the_workers_still_end():
     child, pids = _run_until_two_workers_answered(OWN_HANDLER)
     child.send_signal(signal.SIGTERM)
-    child.stdout.close()
-    assert child.wait(timeout=30) == 7
+    child.communicate(timeout=30)
+    assert child.returncode == 7
     assert all(gone(pid) for pid in pids)
 
 
