@@ -34,7 +34,7 @@ from cxrssl.config import PretrainConfig
 from cxrssl.data.images import manifest_of, open_data, open_image_set
 from cxrssl.data.io import write_unreadable_list
 from cxrssl.data.manifest import Manifest, write_manifest
-from cxrssl.data.splits import binary_targets, patient_share
+from cxrssl.data.splits import patient_share
 from cxrssl.distributed import DistributedContext, init_from_environment, shutdown, sync_batchnorm
 from cxrssl.engine import (
     BatchFeeder,
@@ -54,7 +54,7 @@ from cxrssl.run import IDENTITY_KIND, RunFolder, data_identity
 from cxrssl.seeding import derived_generator, seed_everything
 from cxrssl.ssl.augment import BatchAugment
 from cxrssl.ssl.methods import Method, build_method
-from cxrssl.ssl.monitors import measure, measure_knn, monitor_rows
+from cxrssl.ssl.monitors import knn_monitor_set, measure, measure_knn, monitor_rows
 from cxrssl.ssl.positives import pairing_summary, partner_indices, positive_groups
 from cxrssl.weights import load_init
 
@@ -278,7 +278,10 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
     bare = _bare(model)
     monitored = monitor_rows(len(images), config.seed)[: config.monitor_images]
     monitor_pixels = images.batch(monitored) if len(monitored) and context.is_main else None
-    knn_task = _knn_monitor_task(config.monitor, config.image_size, show) if config.monitor and context.is_main else None
+    knn_task = None
+    if config.monitor and context.is_main:
+        knn_images, knn_targets, knn_patients = knn_monitor_set(config.monitor, config.image_size, show)
+        knn_task = knn_images.batch(np.arange(len(knn_images))), knn_targets, knn_patients
     for epoch in range(start_epoch + 1, last_epoch + 1):
         model.train()
         sampler.set_epoch(epoch)
@@ -333,21 +336,6 @@ def _pretrain(manifest, run, config, resume, progress, stop_after_epoch, device,
         if context.enabled:
             torch.distributed.barrier()
     return PretrainResult(run.root, losses, checkpoints, images.unreadable, len(images))
-
-
-def _knn_monitor_task(path: str, size: int, progress: bool) -> tuple:
-    """The k-NN monitor's labelled set (``--monitor TASK.csv``): its pixels, 0/1 targets and patients, or a one-line error."""
-    images = open_image_set(path, size, progress)
-    manifest = images.manifest
-    if not len(images):
-        raise ConfigError(f"{path}: --monitor needs readable labelled images; none could be read")
-    try:
-        targets, _, _ = binary_targets(manifest.labels)
-    except CxrsslError as error:
-        raise ConfigError(f"{path}: --monitor needs a manifest with two classes in its label column ({error})") from None
-    if len(set(manifest.patient_keys)) < 2 or len(set(targets.tolist())) < 2:
-        raise ConfigError(f"{path}: --monitor needs films of both classes from at least two patients")
-    return images.batch(np.arange(len(images))), targets, manifest.patient_keys
 
 
 ESTIMATE_AFTER_STEPS = 10  # steps timed (the first few are slower: warm-up) before the whole run's time is told

@@ -30,7 +30,7 @@ from cxrssl.eval.features import DEFAULT_READOUT, BackboneSpec
 from cxrssl.eval.multilabel import FindingsProbeResult
 from cxrssl.eval.probe import ProbeResult, ProbeSettings
 from cxrssl.run import RunFolder
-from cxrssl.ssl.monitors import MONITOR_COLUMNS, MONITOR_DIRECTION, knn_auc
+from cxrssl.ssl.monitors import MONITOR_COLUMNS, MONITOR_DIRECTION, knn_auc, knn_monitor_set
 
 
 @dataclass
@@ -98,16 +98,10 @@ def sweep_run(
 
 def with_knn_monitor(log: list[dict], specs: list[BackboneSpec], monitor: str | Path, image_size: int, progress: bool = False) -> list[dict]:
     """The run's log with ``knn_auc`` at each checkpoint's epoch, from that checkpoint's features of the labelled set ``monitor``."""
-    from cxrssl.data.images import open_image_set
-    from cxrssl.data.splits import binary_targets
     from cxrssl.eval.features import features_for
 
-    images = open_image_set(monitor, image_size, progress)
-    images = images.select([i for i, row in enumerate(images.manifest.rows) if row.label])
-    targets, _, _ = binary_targets(images.manifest.labels)
-    if len(set(images.manifest.patient_keys)) < 2 or len(set(targets.tolist())) < 2:
-        raise CxrsslError(f"{monitor}: --monitor needs labelled films of both classes from at least two patients")
-    values = {spec.epoch: knn_auc(features_for(spec, images), targets, images.manifest.patient_keys) for spec in specs}
+    images, targets, patients = knn_monitor_set(monitor, image_size, progress)
+    values = {spec.epoch: knn_auc(features_for(spec, images), targets, patients) for spec in specs}
     return [{**entry, "knn_auc": f"{values[int(entry['epoch'])]:.6g}"} if int(entry["epoch"]) in values else entry for entry in log]
 
 

@@ -118,6 +118,24 @@ def knn_auc(features, targets: np.ndarray, groups, k: int = KNN_K, temperature: 
     return float(roc_auc_score(targets, knn_scores(features, targets, groups, k, temperature)))
 
 
+def knn_monitor_set(path, size: int, progress: bool = False):
+    """The k-NN monitor's labelled set (``--monitor``): its labelled readable films (an ImageSet), their 0/1 targets
+    and patients; a one-line ConfigError when it cannot judge (one class, one patient, no labels)."""
+    from cxrssl.data.images import open_image_set
+    from cxrssl.data.splits import binary_targets
+    from cxrssl.errors import ConfigError, CxrsslError
+
+    images = open_image_set(path, size, progress)
+    images = images.select([i for i, row in enumerate(images.manifest.rows) if row.label])
+    try:
+        targets, _, _ = binary_targets(images.manifest.labels)
+    except CxrsslError as error:
+        raise ConfigError(f"{path}: --monitor needs a manifest with two classes in its label column ({error})") from None
+    if len(set(images.manifest.patient_keys)) < 2 or len(set(targets.tolist())) < 2:
+        raise ConfigError(f"{path}: --monitor needs films of both classes from at least two patients")
+    return images, targets, images.manifest.patient_keys
+
+
 @torch.no_grad()
 def measure_knn(model, pixels: torch.Tensor, targets: np.ndarray, groups, device: torch.device, batch_size: int = 128) -> float:
     """k-NN AUC of the backbone's clean features of a labelled set (uint8 pixels (N, S, S)), in eval mode."""
