@@ -86,7 +86,11 @@ def test_a_consumer_that_stops_early_terminates_the_workers():
     assert all(gone(pid) for pid in seen)
 
 
+# Python's Ctrl-C handler, as in a shell: a child of an xdist worker inherits SIGINT ignored,
+# and then ran on through the signal (exit 1 on the closed pipe, or a timeout).
 SCRIPT = """
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from tests.test_workers import slow_pid
 from cxrssl.workers import parallel_map
 for pid in parallel_map(slow_pid, list(range(2000)), workers=2, chunksize=1):
@@ -118,8 +122,6 @@ def _run_until_two_workers_answered(script=SCRIPT):
 def test_sigterm_or_ctrl_c_ends_the_map_and_its_workers(sig):
     child, pids = _run_until_two_workers_answered()
     child.send_signal(sig)
-    # Read the child's output to its end rather than closing the pipe: a child still printing
-    # when the pipe closed ended with BrokenPipeError (exit 1) before its signal was handled.
     child.communicate(timeout=30)
     returncode = child.returncode
     # SIGTERM: SystemExit(143); Ctrl-C: KeyboardInterrupt, with which Python ends as killed by SIGINT
