@@ -81,7 +81,18 @@ def task_manifest(task: dict, work: Path) -> Path:
     return manifest
 
 
-JUDGING = ("name", "about", "run_of", "readout", "probe_size", "compare_epochs", "pool", "transductive")  # arm keys that are not pretraining settings
+JUDGING = (
+    "name",
+    "about",
+    "run_of",
+    "readout",
+    "probe_size",
+    "compare_epochs",
+    "pool",
+    "phantom_pool",
+    "transductive",
+    "tasks",
+)  # arm keys that are not pretraining settings
 
 
 def arm_config(study: dict, arm: dict) -> dict:
@@ -124,7 +135,7 @@ def run_arm(study: dict, arm: dict, work: Path) -> None:
     checkpoints = [f"{name} e{epoch}={run / 'checkpoints' / f'epoch_{epoch:04d}.json'}" for epoch in study_epochs(study, arm, epochs)]
     probe_size = arm.get("probe_size", size)
     for task in study["tasks"]:
-        if probe_size > task.get("max_size", math.inf):
+        if probe_size > task.get("max_size", math.inf) or task["name"] not in arm.get("tasks", [task["name"]]):
             continue
         output = folder / f"compare_{task['name']}"
         if not (output / "compare.json").is_file():
@@ -197,12 +208,19 @@ def knn_record(task: dict, manifest: Path, run: Path, size: int, out: Path, work
 
 
 def pool_manifest(study: dict, arm: dict, work: Path) -> tuple[Path, str]:
-    """The arm's pretraining images: the study's pool, or (``pool: [A.csv, B.csv]``) those manifests merged.
+    """The arm's pretraining images: the study's pool, (``pool: [A.csv, B.csv]``) those manifests merged, or (``phantom_pool: {n, size, seed}``) phantoms of their own patients.
 
     Merged rows keep their patient ids (NIH's are one namespace across its subsets, so a
     patient's films in two subsets stay one patient); a file name seen before (the same
     NIH film in two subsets) is kept once.
     """
+    if "phantom_pool" in arm:
+        spec = arm["phantom_pool"]
+        tag = f"-phantom-{spec['n']}-{spec['size']}-{spec['seed']}"
+        folder = work / "pools" / tag[1:]
+        if not (folder / "labels.csv").is_file():
+            cxrssl("phantom", str(folder), "--n", str(spec["n"]), "--size", str(spec["size"]), "--seed", str(spec["seed"]), "--overwrite")
+        return folder / "labels.csv", tag
     if "pool" not in arm:
         return DATA / study["pool"], ""
     import csv

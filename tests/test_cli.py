@@ -151,6 +151,11 @@ def test_sweep_and_report_through_the_cli(tmp_path, phantom_manifest, capsys):
     assert main(args) == 0
     assert main(["sweep", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "sweep"), "--bootstrap", "20", "--quiet"]) == 0
     assert "best AUC" in capsys.readouterr().out and (tmp_path / "sweep" / "sweep.png").is_file()
+    sweep = ["sweep", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "budgets"), "--bootstrap", "0", "--quiet"]
+    assert main([*sweep, "--labels", "4,all", "--folds", "2", "--repeats", "1", "--jobs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "4/class: best epoch" in printed and "all/class: best epoch" in printed and "last 2 (" in printed
+    assert set(json.loads((tmp_path / "budgets" / "sweep.json").read_text())["budgets"]) == {"4", "all"}
     assert main(["report", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "r.html"), "--bootstrap", "20", "--quiet"]) == 0
     assert 'class="table3"' in (tmp_path / "r.html").read_text()
 

@@ -174,18 +174,32 @@ def compare_tasks(
 
 
 def sweep_checkpoints(
-    run, task, out, settings: ProbeSettings | None = None, outputs=None, progress: bool = False, monitor=None, readout: str = DEFAULT_READOUT
+    run,
+    task,
+    out,
+    settings: ProbeSettings | None = None,
+    outputs=None,
+    progress: bool = False,
+    monitor=None,
+    readout: str = DEFAULT_READOUT,
+    budgets=None,
 ):
     """Probe every saved checkpoint of a pretraining run on ``task`` (the metric per epoch, beside
     the loss and the label-free monitors, and the checkpoint each monitor would keep); writes
-    sweep.csv/json/png into ``out``. ``monitor``: a small labelled manifest for the k-NN monitor."""
+    sweep.csv/json/png into ``out``. ``monitor``: a small labelled manifest for the k-NN monitor.
+    ``budgets``: a ``CompareSettings``; every checkpoint is also compared at its label budgets
+    and folds, and sweep_budgets.csv says per budget which checkpoint each monitor keeps.
+
+    >>> found = cxrssl.sweep_checkpoints("runs/simclr", "task.csv", "sweep", budgets=cxrssl.CompareSettings((25, None)))  # doctest: +SKIP
+    >>> found.budgets["25"]["choices"]["rankme"]["auc_lost"]  # doctest: +SKIP
+    """
     from contextlib import nullcontext
 
     from cxrssl.eval.sweep import sweep_run
     from cxrssl.report.sweep import write_sweep_outputs
 
-    found = sweep_run(run, task, settings or ProbeSettings(), progress=progress, monitor=monitor, readout=readout)
     with outputs.writing() if outputs is not None else nullcontext():
+        found = sweep_run(run, task, settings or ProbeSettings(), progress=progress, monitor=monitor, readout=readout, budgets=budgets, journal=out)
         write_sweep_outputs(found, out)
     return found
 

@@ -81,3 +81,91 @@ def test_the_sweep_computes_a_knn_monitor_from_each_checkpoint(tmp_path, phantom
     assert len(values) == 3 and len(set(values)) == 3 and all(0 <= v <= 1 for v in values)
     assert set(sweep.monitors["knn_auc"]) >= {"spearman_with_auc", "keeps_epoch", "auc_lost"}
     assert sweep.monitors["knn_auc"]["keeps_epoch"] == max(range(1, 4), key=lambda e: (values[e - 1], e))
+
+
+def test_budget_choices_read_each_budget_of_the_comparison_and_choose_per_budget():
+    from cxrssl.eval.sweep import budget_choices
+
+    def row(backbone, budget, auc, mode="probe"):
+        return {"backbone": backbone, "budget": budget, "mode": mode, "metrics": {"auc": {"value": auc, "low": auc - 0.05, "high": auc + 0.05}}}
+
+    payload = {
+        "tasks": [
+            {
+                "rows": [
+                    row("random init", "10", 0.55),
+                    row("epoch 5", "10", 0.70),
+                    row("epoch 10", "10", 0.66),
+                    row("random init", "all", 0.60),
+                    row("epoch 5", "all", 0.74),
+                    row("epoch 10", "all", 0.80),
+                    row("epoch 10 (fine-tuned)", "all", 0.99, mode="finetune"),  # another group: never a checkpoint to keep
+                ]
+            }
+        ]
+    }
+    log = [{"epoch": "5", "rankme": "60", "knn_auc": "0.7"}, {"epoch": "10", "rankme": "70", "knn_auc": "0.6"}]
+    found = budget_choices(payload, log)
+    assert list(found) == ["10", "all"]
+    assert found["10"]["random_init_auc"]["value"] == 0.55 and list(found["10"]["auc"]) == ["5", "10"]
+    # At 10 labels per class the later checkpoint lost the small-budget gain: keeping the last (and the highest
+    # rank) loses 4 points there, the k-NN monitor keeps epoch 5; with all labels epoch 10 is best.
+    assert found["10"]["choices"]["last"]["keeps_epoch"] == 10 and found["10"]["choices"]["last"]["auc_lost"] == pytest.approx(0.04)
+    assert found["10"]["choices"]["rankme"]["keeps_epoch"] == 10
+    assert found["10"]["choices"]["knn_auc"] == {"keeps_epoch": 5, "auc": 0.70, "best_epoch": 5, "best_auc": 0.70, "auc_lost": 0.0}
+    assert found["all"]["choices"]["knn_auc"]["auc_lost"] == pytest.approx(0.06) and found["all"]["choices"]["last"]["auc_lost"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_sweep_over_label_budgets_is_compares_numbers_and_resumes_after_a_kill(tmp_path, phantom_manifest, monkeypatch):
+    import cxrssl.eval.compare.run as compare_run
+    from cxrssl.api import sweep_checkpoints
+    from cxrssl.eval.compare import CompareSettings, NamedBackbone, compare_backbones
+    from cxrssl.eval.compare.journal import PARTIAL
+    from cxrssl.eval.evaluate import load_task
+    from cxrssl.eval.sweep import checkpoint_name, monitor_choices
+    from cxrssl.report.sweep import BUDGETS_FILE
+
+    config = replace(load_pretrain_config("demo"), image_size=32, batch_size=16, epochs=3, hidden_features=32, out_features=16, keep_epochs=(1, 2))
+    pretrain(phantom_manifest, tmp_path / "run", config, progress=False)
+    budgets = CompareSettings((4, None), folds=2, repeats=1, probe=ProbeSettings(bootstrap=0), jobs=1)
+    fits, real_fit, journalled, real_append = [], compare_run.fit_fold, [], compare_run.append_journal
+
+    def counted_fit(*args, **kwargs):
+        fits.append(1)
+        return real_fit(*args, **kwargs)
+
+    def dying_append(out_dir, result):
+        real_append(out_dir, result)
+        journalled.append(1)
+        if len(journalled) == 1:
+            raise KeyboardInterrupt  # killed after the first fold reached the journal
+
+    monkeypatch.setattr(compare_run, "fit_fold", counted_fit)
+    monkeypatch.setattr(compare_run, "append_journal", dying_append)
+    out = tmp_path / "sweep"
+    with pytest.raises(KeyboardInterrupt):
+        sweep_checkpoints(tmp_path / "run", phantom_manifest, out, ProbeSettings(bootstrap=0), budgets=budgets)
+    assert (out / PARTIAL).is_file() and not (out / "sweep.json").exists()  # a partial sweep never looks complete
+    fits.clear()
+    found = sweep_checkpoints(tmp_path / "run", phantom_manifest, out, ProbeSettings(bootstrap=0), budgets=budgets)
+    assert len(fits) == 1  # the journalled fold was not fitted again
+    assert not (out / PARTIAL).exists() and json.loads((out / "sweep.json").read_text())["budgets"] == found.budgets
+
+    # The same comparison run directly: the sweep reports its numbers, and each monitor's choice on them.
+    task = load_task(phantom_manifest, 32, False, budgets.probe)
+    named = [NamedBackbone(checkpoint_name(spec), spec) for spec in found.specs]
+    assert [b.name for b in named] == ["random init", "epoch 1", "epoch 2", "epoch 3"]
+    direct = compare_backbones(named, [(found.rows[0]["dataset"], task)], tmp_path / "direct", budgets, progress=False).payload
+    for row in direct["tasks"][0]["rows"]:
+        at = found.budgets[row["budget"]]
+        expected = at["random_init_auc"] if row["backbone"] == "random init" else at["auc"][row["backbone"].split()[1]]
+        assert expected == row["metrics"]["auc"]
+    for at in found.budgets.values():
+        aucs = {int(epoch): value["value"] for epoch, value in at["auc"].items()}
+        assert at["choices"] == monitor_choices(aucs, found.log) and at["choices"]["last"]["keeps_epoch"] == 3
+        assert at["choices"]["last"]["best_epoch"] == max(aucs, key=lambda e: (aucs[e], e))
+    table = list(csv.DictReader(open(out / BUDGETS_FILE)))
+    assert [(line["budget"], line["epoch"]) for line in table] == [(b, e) for b in ("4", "all") for e in ("0", "1", "2", "3")]
+    assert all("last" in line["kept_by"].split(";") for line in table if line["epoch"] == "3")
+    assert sum(line["best"] == "1" for line in table) == 2  # one best checkpoint per budget

@@ -243,6 +243,23 @@ def add_finetune_flags(verb) -> None:
     verb.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
+def add_budget_flags(verb, default) -> None:
+    """Label budgets and the folds they are drawn on: compare's design, also sweep's per-budget choice of checkpoint."""
+    verb.add_argument(
+        "--labels",
+        type=budgets,
+        default=default,
+        metavar="10,25,...,all",
+        help="labelled patients per class drawn from each training part "
+        + ("(default 10,25,50,100,250,all)" if default else "(default: none, one probe on one split)")
+        + "; for a task evaluated per finding, labelled patients in all",
+    )
+    verb.add_argument("--folds", type=positive_int, default=5, help="outer patient-grouped folds (default 5)")
+    verb.add_argument("--repeats", type=positive_int, default=5, help="repetitions of the folds / training draws (default 5)")
+    verb.add_argument("--inner-folds", type=positive_int, default=5, help="folds of the probe's C search inside each training part (default 5)")
+    verb.add_argument("--jobs", type=non_negative_int, default=0, help="worker processes for the fits (default: one per core)")
+
+
 def add_sweep_flags(verb) -> None:
     verb.add_argument("--run", required=True, help="run folder of `cxrssl pretrain`")
     verb.add_argument("--positive", help="the disease class (default: the class that is not normal)")
@@ -263,7 +280,7 @@ def probe_settings(args):
         positive=getattr(args, "positive", None),
         seed=args.seed,
         bootstrap=getattr(args, "bootstrap", 1000),
-        folds=getattr(args, "folds", 5),
+        folds=getattr(args, "inner_folds", getattr(args, "folds", 5)),  # the C search's folds (compare's --folds are outer folds)
         split_policy=getattr(args, "split_policy", "refuse"),
         findings=getattr(args, "findings", None),
         min_patients=getattr(args, "min_patients", 5),

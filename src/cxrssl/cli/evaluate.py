@@ -9,6 +9,7 @@ from cxrssl.cli.common import (
     DEFAULT_LABELS,
     SPLIT_POLICY_HELP,
     add_backbone_flags,
+    add_budget_flags,
     add_findings_flags,
     add_finetune_flags,
     add_overwrite_flag,
@@ -23,7 +24,6 @@ from cxrssl.cli.common import (
     data_inputs,
     figure_path,
     finetune_settings,
-    non_negative_int,
     outputs_for,
     positive_int,
     probe_settings,
@@ -185,24 +185,13 @@ def _compare(verbs) -> None:
         "a checkpoint may be probed at a larger size than it was pretrained at",
     )
     verb.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
-    verb.add_argument(
-        "--labels",
-        type=budgets,
-        default=list(DEFAULT_LABELS),
-        metavar="10,25,...,all",
-        help="labelled patients per class drawn from each training part (default 10,25,50,100,250,all); "
-        "for a task evaluated per finding, labelled patients in all",
-    )
-    verb.add_argument("--folds", type=positive_int, default=5, help="outer patient-grouped folds (default 5)")
-    verb.add_argument("--repeats", type=positive_int, default=5, help="repetitions of the folds / training draws (default 5)")
-    verb.add_argument("--inner-folds", type=positive_int, default=5, help="folds of the probe's C search inside each training part (default 5)")
+    add_budget_flags(verb, default=list(DEFAULT_LABELS))
     verb.add_argument("--reference", help="backbone the others are compared with (default: random init)")
     verb.add_argument("--positive", help="the disease class (default: the class that is not normal)")
     add_findings_flags(verb)
     verb.add_argument("--seed", type=seed_value, default=0, help="seed of the folds, the label draws and --init random")
     verb.add_argument("--bootstrap", type=bootstrap_count, default=2000, help="patient resamples when the task has an official test split")
     verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
-    verb.add_argument("--jobs", type=non_negative_int, default=0, help="worker processes for the fits (default: one per core)")
     add_readout_flag(verb)
     verb.add_argument("--finetune", action="store_true", help="also fine-tune every backbone end to end (see `cxrssl finetune`)")
     verb.add_argument(
@@ -290,17 +279,21 @@ def _sweep(verbs) -> None:
         metavar="SMALL.csv",
         help="a small labelled manifest: the k-NN AUC of every checkpoint on it, as a monitor that chooses a checkpoint (see pretrain --monitor)",
     )
+    add_budget_flags(verb, default=None)
     verb.set_defaults(handler=sweep)
 
 
 def sweep(args) -> None:
     from cxrssl.api import sweep_checkpoints
+    from cxrssl.eval.compare import CompareSettings
     from cxrssl.eval.evaluate import dataset_name
 
     folder = Path(args.output) if args.output else Path(args.run) / f"sweep_{dataset_name(args.task)}"
     outputs = outputs_for(args, folders=[folder], inputs=[args.run, *data_inputs(args.task), *(data_inputs(args.monitor) if args.monitor else [])])
+    settings = probe_settings(args)
+    budgets = CompareSettings(tuple(args.labels), args.folds, args.repeats, replace(settings, bootstrap=0), jobs=args.jobs) if args.labels else None
     found = sweep_checkpoints(
-        args.run, args.task, folder, probe_settings(args), outputs, progress=not args.quiet, monitor=args.monitor, readout=args.readout
+        args.run, args.task, folder, settings, outputs, progress=not args.quiet, monitor=args.monitor, readout=args.readout, budgets=budgets
     )
     best = max(found.rows, key=lambda row: row["metrics"]["auc"])
     print(f"best AUC {100 * best['metrics']['auc']:.1f} at epoch {best['epoch']}; wrote {folder}/sweep.csv, sweep.json, sweep.png")
@@ -311,3 +304,9 @@ def sweep(args) -> None:
             else ""
         )
         print(f"  {name}: {rho}keeps epoch {monitor['keeps_epoch']}, {100 * monitor['auc_lost']:.1f} AUC points below the best checkpoint")
+    for budget, at in (found.budgets or {}).items():
+        kept = ", ".join(f"{name} {choice['keeps_epoch']} ({-100 * choice['auc_lost']:+.1f})" for name, choice in at["choices"].items())
+        best = next(iter(at["choices"].values()))
+        print(f"{budget}/class: best epoch {best['best_epoch']} (AUC {100 * best['best_auc']:.1f}); kept: {kept}")
+    if found.budgets:
+        print(f"  (AUC over {args.folds} x {args.repeats} patient-grouped folds; wrote {folder}/sweep_budgets.csv)")

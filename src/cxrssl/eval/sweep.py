@@ -9,7 +9,11 @@ monitor the run logged (RankMe, alignment, uniformity; the k-NN AUC of
 ``pretrain --monitor``, or of ``sweep --monitor SMALL.csv`` computed here from each
 checkpoint) :func:`monitor_choices` says which checkpoint it would keep and how much
 probe AUC that choice loses against the best checkpoint; "last" (keep the final
-epoch) is the choice to beat.
+epoch) is the choice to beat. One probe on one split is a noisy judge of a checkpoint
+and says nothing of small label budgets; given ``budgets`` (a ``CompareSettings``) the
+sweep also compares every checkpoint with ``eval.compare`` on the same patient-grouped
+folds and label draws, and says per label budget which checkpoint each monitor keeps
+and what that loses (:func:`budget_choices`).
 
 :func:`sweep_run` returns the sweep; ``report.sweep.write_sweep_outputs`` writes
 sweep.csv, sweep.png and sweep.json.
@@ -25,6 +29,7 @@ from scipy.stats import spearmanr
 
 from cxrssl.data.imageset import ImageSet
 from cxrssl.errors import CxrsslError
+from cxrssl.eval.compare import CompareSettings, NamedBackbone, compare_backbones
 from cxrssl.eval.evaluate import evaluate_backbone, load_task, result_payload
 from cxrssl.eval.features import DEFAULT_READOUT, BackboneSpec
 from cxrssl.eval.multilabel import FindingsProbeResult
@@ -42,6 +47,7 @@ class Sweep:
     run: Path  # the run folder swept
     task: str  # the task it was probed on, as given
     log: list[dict]  # the run's log: pretext loss (and monitors) per epoch
+    budgets: dict | None = None  # per label budget (budget_choices): each checkpoint's AUC over the compare folds, each monitor's choice
 
     @property
     def default_folder(self) -> Path:
@@ -50,7 +56,8 @@ class Sweep:
 
     def to_dict(self) -> dict:
         """What sweep.json holds."""
-        return {"run": str(self.run), "task": self.task, "rows": self.rows, "log": self.log, "monitors": self.monitors}
+        found = {"run": str(self.run), "task": self.task, "rows": self.rows, "log": self.log, "monitors": self.monitors}
+        return found if self.budgets is None else {**found, "budgets": self.budgets}
 
 
 def sweep_run(
@@ -61,12 +68,17 @@ def sweep_run(
     task: ImageSet | None = None,
     monitor: str | Path | None = None,
     readout: str = DEFAULT_READOUT,
+    budgets: CompareSettings | None = None,
+    journal: str | Path | None = None,
 ) -> Sweep:
-    """Probe every checkpoint of ``run_dir`` on the task (nothing is written).
+    """Probe every checkpoint of ``run_dir`` on the task (no result file is written).
 
     ``task``: the task's images when the caller has decoded them already. ``monitor``:
     a small labelled manifest whose k-NN AUC (:func:`cxrssl.ssl.monitors.knn_auc`) is
-    computed for every checkpoint, in place of any the run logged.
+    computed for every checkpoint, in place of any the run logged. ``budgets``: also
+    compare every checkpoint at these label budgets and folds (``eval.compare``), its
+    finished folds journalled in the folder ``journal`` (default: the sweep's default
+    folder) so that a killed sweep resumes.
     """
     run = RunFolder(run_dir)
     checkpoints = run.saved_checkpoints()
@@ -93,7 +105,40 @@ def sweep_run(
     aucs = {row["epoch"]: row["metrics"]["auc"] for row in rows if row["epoch"] > 0}
     for name, choice in monitor_choices(aucs, log).items():
         monitors.setdefault(name, {}).update(choice)
-    return Sweep(rows, specs, results, monitors, run.root, str(task_data), log)
+    per_budget = None
+    if budgets is not None:
+        journal = journal or run.root / f"sweep_{rows[0]['dataset']}"  # Sweep.default_folder
+        backbones = [NamedBackbone(checkpoint_name(spec), spec) for spec in specs]
+        comparison = compare_backbones(backbones, [(rows[0]["dataset"], task)], journal, budgets, progress=progress)
+        per_budget = budget_choices(comparison.payload, log)
+    return Sweep(rows, specs, results, monitors, run.root, str(task_data), log, per_budget)
+
+
+def checkpoint_name(spec: BackboneSpec) -> str:
+    """A sweep's name for a backbone in its comparison: ``random init`` or ``epoch N``."""
+    return "random init" if spec.checkpoint is None else f"epoch {spec.epoch}"
+
+
+def budget_choices(payload: dict, log: list[dict]) -> dict[str, dict]:
+    """Per label budget of a comparison of a run's checkpoints (backbones named by :func:`checkpoint_name`):
+    each checkpoint's AUC over the folds (mean and interval; the macro mean over findings
+    for a multi-label task), the random start's, and :func:`monitor_choices` on those AUCs.
+
+    The AUC lost is between two checkpoints' means over the same folds; the best
+    checkpoint is picked on those folds, so the loss of any choice is, if anything, overstated.
+    """
+    rows = [row for row in payload["tasks"][0]["rows"] if row.get("mode", "probe") == "probe"]
+    found = {}
+    for budget in dict.fromkeys(row["budget"] for row in rows):
+        at = [row for row in rows if row["budget"] == budget]
+        auc = {row["backbone"]: row["metrics"]["auc"] for row in at}
+        epochs = {int(name.split()[1]): value for name, value in auc.items() if name.startswith("epoch ")}
+        found[budget] = {
+            "random_init_auc": auc.get("random init"),
+            "auc": {str(epoch): value for epoch, value in sorted(epochs.items())},
+            "choices": monitor_choices({epoch: value["value"] for epoch, value in epochs.items()}, log),
+        }
+    return found
 
 
 def with_knn_monitor(log: list[dict], specs: list[BackboneSpec], monitor: str | Path, image_size: int, progress: bool = False) -> list[dict]:
