@@ -212,24 +212,14 @@ def _compare(verbs) -> None:
 def compare(args) -> None:
     from cxrssl.api import compare_tasks
     from cxrssl.eval.compare import CompareSettings
-    from cxrssl.eval.probe import ProbeSettings
     from cxrssl.report.compare import COMPARE_FILES
     from cxrssl.report.tables import compare_markdown_table
 
-    probe = ProbeSettings(
-        positive=args.positive,
-        seed=args.seed,
-        bootstrap=0,
-        folds=args.inner_folds,
-        split_policy=args.split_policy,
-        findings=args.findings,
-        min_patients=args.min_patients,
-    )
     settings = CompareSettings(
         tuple(args.labels),
         args.folds,
         args.repeats,
-        probe,
+        replace(probe_settings(args), bootstrap=0),  # compare's --bootstrap is its own (fixed-test design)
         args.reference,
         args.bootstrap,
         args.jobs,
