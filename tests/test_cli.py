@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from cxrssl.cli import main
+from tests.commands import tiny_pretrain
 
 
 def test_phantom_split_pretrain_probe_through_the_cli(tmp_path, capsys):
@@ -14,24 +15,8 @@ def test_phantom_split_pretrain_probe_through_the_cli(tmp_path, capsys):
     assert main(["split", str(data / "labels.csv"), "-o", str(data / "split.csv"), "--seed", "1"]) == 0
     assert "train" in capsys.readouterr().out
     run = tmp_path / "run"
-    args = [
-        "pretrain",
-        "--data",
-        str(data / "labels.csv"),
-        "--out",
-        str(run),
-        "--config",
-        "demo",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "1",
-        "--quiet",
-    ]
-    assert main(args) == 0
-    assert main([*args[:-2], "2", "--quiet", "--resume"]) == 0  # extend the run by one epoch
+    assert main(tiny_pretrain(data / "labels.csv", run)) == 0
+    assert main(tiny_pretrain(data / "labels.csv", run, 2, "--resume")) == 0  # extend the run by one epoch
     assert [p.name for p in sorted((run / "checkpoints").glob("*.json"))] == ["epoch_0001.json", "epoch_0002.json"]
     out = tmp_path / "probe.json"
     code = main(
@@ -130,25 +115,7 @@ def test_extract_probe_table_through_the_cli(tmp_path, phantom_manifest, capsys)
 @pytest.mark.slow
 def test_sweep_and_report_through_the_cli(tmp_path, phantom_manifest, capsys):
     run = tmp_path / "run"
-    args = [
-        "pretrain",
-        "--data",
-        str(phantom_manifest),
-        "--out",
-        str(run),
-        "--config",
-        "demo",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "2",
-        "--keep",
-        "1,2",
-        "--quiet",
-    ]
-    assert main(args) == 0
+    assert main(tiny_pretrain(phantom_manifest, run, 2, "--keep", "1,2")) == 0
     assert main(["sweep", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "sweep"), "--bootstrap", "20", "--quiet"]) == 0
     assert "best AUC" in capsys.readouterr().out and (tmp_path / "sweep" / "sweep.png").is_file()
     sweep = ["sweep", "--run", str(run), "--task", str(phantom_manifest), "-o", str(tmp_path / "budgets"), "--bootstrap", "0", "--quiet"]
@@ -163,27 +130,7 @@ def test_sweep_and_report_through_the_cli(tmp_path, phantom_manifest, capsys):
 @pytest.mark.slow
 def test_compare_through_the_cli_then_table_and_report(tmp_path, phantom_manifest, capsys):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "pretrain",
-                "--data",
-                str(phantom_manifest),
-                "--out",
-                str(run),
-                "--config",
-                "demo",
-                "--image-size",
-                "32",
-                "--batch-size",
-                "16",
-                "--epochs",
-                "1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_pretrain(phantom_manifest, run)) == 0
     checkpoint = run / "checkpoints" / "epoch_0001.json"
     out = tmp_path / "cmp"
     args = [
@@ -358,27 +305,7 @@ def findings_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("findings")
     assert main(["phantom", str(folder / "data"), "--findings", "--n", "160", "--size", "64", "--seed", "4"]) == 0
     run = folder / "run"
-    assert (
-        main(
-            [
-                "pretrain",
-                "--data",
-                str(folder / "data" / "labels.csv"),
-                "--out",
-                str(run),
-                "--config",
-                "demo",
-                "--image-size",
-                "32",
-                "--batch-size",
-                "16",
-                "--epochs",
-                "1",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_pretrain(folder / "data" / "labels.csv", run)) == 0
     return folder / "data" / "labels.csv", run / "checkpoints" / "epoch_0001.json"
 
 

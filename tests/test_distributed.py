@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 
 from cxrssl.distributed import GlooSyncBatchNorm, sync_batchnorm
 from cxrssl.ssl.methods import BYOL, MoCo, SimCLR
+from tests.commands import tiny_pretrain
 
 pytestmark = pytest.mark.distributed
 BATCH, SIZE = 8, 32
@@ -99,20 +100,7 @@ def test_torchrun_pretrain_end_to_end(tmp_path, phantom_manifest):
         "2",
         "-m",
         "cxrssl",
-        "pretrain",
-        "--data",
-        str(phantom_manifest),
-        "--out",
-        str(tmp_path / "run"),
-        "--config",
-        "demo",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "2",
-        "--quiet",
+        *tiny_pretrain(phantom_manifest, tmp_path / "run", 2),
     ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
@@ -212,25 +200,7 @@ def test_two_nodes_killed_and_requeued_with_the_same_command_finish_as_an_uninte
     from cxrssl.checkpoint import load_tensors
 
     def pretrain(run):
-        return [
-            "-m",
-            "cxrssl",
-            "pretrain",
-            "--data",
-            str(phantom_manifest),
-            "--out",
-            str(run),
-            "--config",
-            "demo",
-            "--image-size",
-            "32",
-            "--batch-size",
-            "16",
-            "--epochs",
-            "4",
-            "--quiet",
-            "--resume",
-        ]
+        return ["-m", "cxrssl", *tiny_pretrain(phantom_manifest, run, 4, "--resume")]
 
     whole = tmp_path / "whole"
     _wait(_two_launchers(pretrain(whole), _free_port(), "whole"))

@@ -12,6 +12,8 @@ import sys
 
 import pytest
 
+from tests.commands import tiny_pretrain
+
 LIMIT = 1024  # bytes: every verb below writes a bigger file than this
 
 
@@ -36,22 +38,7 @@ VERBS = {
         str(out / "f.npz"),
         "--quiet",
     ],
-    "pretrain": lambda world, out: [
-        "pretrain",
-        "--data",
-        str(world["manifest"]),
-        "--out",
-        str(out),
-        "--config",
-        "demo",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--epochs",
-        "1",
-        "--quiet",
-    ],
+    "pretrain": lambda world, out: tiny_pretrain(world["manifest"], out),
     "probe": lambda world, out: [
         "probe",
         "--init",

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from cxrssl.interrupt import Interrupted, stopping_on_signals
+from tests.commands import tiny_pretrain
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
@@ -28,25 +29,7 @@ def test_a_signal_becomes_interrupted_and_the_old_handlers_come_back(number):
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_stops_pretraining_with_its_status_and_no_lock(tmp_path, phantom_manifest, number):
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "cxrssl",
-        "pretrain",
-        "--data",
-        str(phantom_manifest),
-        "--out",
-        str(run),
-        "--config",
-        "demo",
-        "--epochs",
-        "50",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--quiet",
-    ]
+    command = [sys.executable, "-m", "cxrssl", *tiny_pretrain(phantom_manifest, run, 50)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 120
     while not (run / "checkpoints").is_dir() or not list((run / "checkpoints").glob("*.json")):  # stopped mid-run, after an epoch
