@@ -277,8 +277,9 @@ def sweep(args) -> None:
     from cxrssl.api import sweep_checkpoints
     from cxrssl.eval.compare import CompareSettings
     from cxrssl.eval.evaluate import dataset_name
+    from cxrssl.eval.sweep import sweep_folder
 
-    folder = Path(args.output) if args.output else Path(args.run) / f"sweep_{dataset_name(args.task)}"
+    folder = Path(args.output) if args.output else sweep_folder(args.run, dataset_name(args.task))
     outputs = outputs_for(args, folders=[folder], inputs=[args.run, *data_inputs(args.task), *(data_inputs(args.monitor) if args.monitor else [])])
     settings = probe_settings(args)
     budgets = CompareSettings(tuple(args.labels), args.folds, args.repeats, replace(settings, bootstrap=0), jobs=args.jobs) if args.labels else None

@@ -101,6 +101,11 @@ READOUTS = {
 DEFAULT_READOUT = "blocks"
 
 
+def read_as(backbone: nn.Module, readout: str) -> nn.Module:
+    """The module whose output is ``backbone``'s features under ``readout``: the backbone itself, or it read at every stage."""
+    return backbone if readout == "last" else BlockReadout(backbone).eval()
+
+
 def readout_width(arch: str, readout: str) -> int:
     """How many features the readout gives: the last stage's width, or the sum of the four stages' widths."""
     from cxrssl.models import feature_dim
@@ -183,8 +188,7 @@ class BackboneSpec:
 
     def build_reader(self) -> nn.Module:
         """The module whose output is this spec's features: the backbone, read as ``readout`` says."""
-        backbone = self.build()
-        return backbone if self.readout == "last" else BlockReadout(backbone).eval()
+        return read_as(self.build(), self.readout)
 
     def identity(self) -> str:
         """What the features depend on, as text: weights by content, or how they were drawn."""

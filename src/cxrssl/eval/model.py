@@ -27,7 +27,7 @@ from torch import nn
 
 from cxrssl.checkpoint import CheckpointError, backbone_from_tensors, checkpoint_metadata, load_tensors, save_weights
 from cxrssl.errors import CxrsslError
-from cxrssl.eval.features import READOUTS, BlockReadout, readout_width
+from cxrssl.eval.features import READOUTS, read_as, readout_width
 from cxrssl.eval.probe import ProbeResult
 
 MODEL_FILE = "model.json"
@@ -117,7 +117,7 @@ class SavedModel:
     @property
     def reader(self) -> nn.Module:
         """The module whose output the probe reads: the backbone, or the backbone read at every stage."""
-        return self.backbone if self.readout == "last" else BlockReadout(self.backbone).eval()
+        return read_as(self.backbone, self.readout)
 
     def as_module(self) -> ProbeModel:
         return ProbeModel(self.reader, self.probe.folded()).eval()

@@ -38,6 +38,11 @@ from cxrssl.run import RunFolder
 from cxrssl.ssl.monitors import MONITOR_COLUMNS, MONITOR_DIRECTION, knn_auc, knn_monitor_set
 
 
+def sweep_folder(run: str | Path, dataset: str) -> Path:
+    """Where a sweep of ``run`` on the task named ``dataset`` writes unless told otherwise: ``RUN/sweep_<dataset>``."""
+    return Path(run) / f"sweep_{dataset}"
+
+
 @dataclass
 class Sweep:
     rows: list[dict]  # result_payload of each backbone, with its epoch
@@ -52,7 +57,7 @@ class Sweep:
     @property
     def default_folder(self) -> Path:
         """Where the sweep's files go unless told otherwise: ``RUN/sweep_<dataset>``."""
-        return self.run / f"sweep_{self.rows[0]['dataset']}"
+        return sweep_folder(self.run, self.rows[0]["dataset"])
 
     def to_dict(self) -> dict:
         """What sweep.json holds."""
@@ -107,7 +112,7 @@ def sweep_run(
         monitors.setdefault(name, {}).update(choice)
     per_budget = None
     if budgets is not None:
-        journal = journal or run.root / f"sweep_{rows[0]['dataset']}"  # Sweep.default_folder
+        journal = journal or sweep_folder(run.root, rows[0]["dataset"])
         backbones = [NamedBackbone(checkpoint_name(spec), spec) for spec in specs]
         comparison = compare_backbones(backbones, [(rows[0]["dataset"], task)], journal, budgets, progress=progress)
         per_budget = budget_choices(comparison.payload, log)
