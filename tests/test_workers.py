@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrssl.workers import SIGTERM_EXIT_STATUS, parallel_map
+from cxrssl.workers import SIGTERM_EXIT_STATUS, RemoteTraceback, WorkerDied, parallel_map
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +35,23 @@ def fail_at_seven(x):
     if x == 7:
         raise ValueError("item seven")
     return os.getpid()
+
+
+def killed_at_five(x):
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+
+
+def a_lock(x):
+    import threading
+
+    return threading.Lock()
+
+
+def touch(path):
+    Path(path).touch()
+    return path
 
 
 def gone(pid: int, within: float = 5.0) -> bool:
@@ -74,6 +91,37 @@ def test_a_failing_item_raises_here_and_the_workers_are_terminated():
             pids.append(pid)
     assert len(pids) == 7 and os.getpid() not in pids
     assert all(gone(pid) for pid in set(pids))
+
+
+def test_a_failing_item_never_hangs_the_shutdown_over_many_maps():
+    # multiprocessing.Pool once hung here: it restarted a worker while terminating, which then waited on a lock forever
+    for _ in range(25):
+        with pytest.raises(ValueError, match="item seven") as raised:
+            list(parallel_map(fail_at_seven, list(range(40)), workers=2, chunksize=1))
+        assert isinstance(raised.value.__cause__, RemoteTraceback) and "fail_at_seven" in str(raised.value.__cause__)
+
+
+def test_a_worker_that_dies_ends_the_map_with_its_exit_status_and_the_others_end():
+    pids = []
+    with pytest.raises(WorkerDied, match=r"ended while mapping killed_at_five, exit status -9"):
+        for pid in parallel_map(killed_at_five, list(range(40)), workers=2, chunksize=1):
+            pids.append(pid)
+    assert len(pids) == 5 and all(gone(pid) for pid in set(pids))
+
+
+def test_a_result_that_cannot_be_sent_back_is_an_error_naming_why():
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        list(parallel_map(a_lock, list(range(40)), workers=2, chunksize=1))
+
+
+def test_no_more_than_a_block_of_items_is_taken_ahead_of_the_consumer(tmp_path):
+    paths = [str(tmp_path / f"{i:04d}") for i in range(300)]
+    block, chunksize = 24, 4
+    for consumed, path in enumerate(parallel_map(touch, paths, workers=2, chunksize=chunksize, block=block), start=1):
+        assert path == paths[consumed - 1]
+        time.sleep(0.002)  # a consumer slower than the workers
+        assert len(list(tmp_path.iterdir())) <= consumed + block + chunksize
+    assert len(list(tmp_path.iterdir())) == 300
 
 
 def test_a_consumer_that_stops_early_terminates_the_workers():

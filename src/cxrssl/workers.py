@@ -10,7 +10,14 @@ consumer, Ctrl-C, or SIGTERM from a scheduler or ``kill``), the workers are term
 before the exception goes on, never left running. SIGTERM is turned into
 ``SystemExit(143)`` while a pool runs (the exit status a shell gives a process killed by
 it), so every ``finally`` on the way out runs too. On Linux a worker also gets SIGTERM
-when the process that started it dies, even by SIGKILL.
+when the process that started it dies, even by SIGKILL. A worker that dies by itself (the
+kernel's out-of-memory killer, a crash in a decoder) ends the map with
+:class:`WorkerDied` naming its exit status, instead of a wait that never ends.
+
+The pool is cxrssl's own, a pipe to each worker: ``multiprocessing.Pool`` shares one task
+queue lock among its workers and restarts workers while it terminates, and a worker
+started then could wait forever on the lock a terminated one held, so that leaving the
+map hung (seen once in CI).
 
 ``function`` must be a module-level function (it is pickled to the workers).
 """
@@ -18,10 +25,12 @@ when the process that started it dies, even by SIGKILL.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
@@ -42,6 +51,17 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+class WorkerDied(RuntimeError):
+    """A worker process ended while it had work (killed, out of memory, or crashed)."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, as text (the ``__cause__`` of the one raised here)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 def parallel_map(
     function: Callable[[Item], Result],
     items: Sequence[Item],
@@ -55,8 +75,9 @@ def parallel_map(
     """``map(function, items)`` on ``workers`` processes (default: every core), in order.
 
     ``items`` go to the workers ``chunksize`` at a time, ``block`` at a time at most in
-    flight. Fewer items than two chunks per worker are mapped in this process: a pool
-    would cost more than it saves. See the module docstring for the shutdown rules.
+    flight or waiting to be yielded. Fewer items than two chunks per worker are mapped in
+    this process: a pool would cost more than it saves. See the module docstring for the
+    shutdown rules.
     """
     workers = max(1, workers or default_workers())
     bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress, leave=False)
@@ -66,14 +87,135 @@ def parallel_map(
                 yield function(item)
                 bar.update()
             return
-        with _terminate_on_sigterm(), multiprocessing.Pool(workers, _init_worker, (os.getpid(),)) as pool:
-            # leaving the `with` (normally or not) terminates the workers: none outlives the map
-            for start in range(0, len(items), block):
-                for result in pool.imap(function, items[start : start + block], chunksize):
-                    yield result
-                    bar.update()
+        with _terminate_on_sigterm(), _Pool(function, workers) as pool:
+            for result in pool.map(items, chunksize, block):
+                yield result
+                bar.update()
     finally:
         bar.close()
+
+
+class _Pool:
+    """``workers`` processes, each with its own pipe: a chunk out, its results (or its error) back.
+
+    Leaving the ``with`` ends every worker: after a finished map each is told to stop and
+    joined; otherwise (or when one does not stop) it is terminated, then killed.
+    """
+
+    def __init__(self, function: Callable, workers: int):
+        self.function, self.workers = function, workers
+        self.processes: list = []
+        self.pipes: list = []
+        self.finished = False
+
+    def __enter__(self) -> _Pool:
+        try:
+            for _ in range(self.workers):
+                ours, theirs = multiprocessing.Pipe()
+                process = multiprocessing.Process(target=_serve, args=(self.function, theirs, os.getpid()), daemon=True)
+                process.start()
+                theirs.close()
+                self.processes.append(process)
+                self.pipes.append(ours)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def map(self, items: Sequence, chunksize: int, block: int) -> Iterator:
+        starts = iter(range(0, len(items), chunksize))  # chunks go out in order, so the next to yield is always out or back
+        done: dict[int, list | BaseException] = {}  # chunk start -> its results (or its error), until yielded
+        busy: dict[int, int] = {}  # worker -> the start of the chunk it has
+        position = 0  # the next item to yield
+        dead: set[int] = set()  # workers that ended by themselves: their chunk's error is in `done`
+
+        def give_out_work() -> None:
+            while len(busy) + len(dead) < self.workers:
+                held = chunksize * (len(done) + len(busy))
+                if held and held + chunksize > block:  # at most `block` items out or waiting
+                    return
+                start = next(starts, None)
+                if start is None:
+                    return
+                worker = next(w for w in range(self.workers) if w not in busy and w not in dead)
+                self.pipes[worker].send(list(items[start : start + chunksize]))
+                busy[worker] = start
+
+        give_out_work()
+        while busy or done:
+            if position in done:
+                results = done.pop(position)
+                if isinstance(results, BaseException):  # raised in its place, after the items before it
+                    raise results
+                position += len(results)
+                give_out_work()
+                yield from results
+                continue
+            ready = set(multiprocessing.connection.wait([self.pipes[w] for w in busy] + [self.processes[w].sentinel for w in busy]))
+            for worker in [w for w in busy if {self.pipes[w], self.processes[w].sentinel} & ready]:
+                done[busy.pop(worker)] = self._receive(worker)
+                if not self.processes[worker].is_alive():
+                    dead.add(worker)
+            give_out_work()
+        self.finished = True
+
+    def _receive(self, worker: int) -> list | BaseException:
+        """The results of a worker's chunk, or its error (WorkerDied when it ended without answering)."""
+        try:
+            ok, payload = self.pipes[worker].recv()
+        except (EOFError, OSError):
+            process = self.processes[worker]
+            process.join(1.0)
+            name = getattr(self.function, "__name__", repr(self.function))
+            return WorkerDied(
+                f"a worker process (pid {process.pid}) ended while mapping {name}, exit status {process.exitcode}"
+                " (a negative status is the signal that killed it; -9 is often the out-of-memory killer: use fewer workers)"
+            )
+        if not ok:
+            error, trace = payload
+            error.__cause__ = RemoteTraceback(trace)
+            return error
+        return payload
+
+    def __exit__(self, *exc_info) -> None:
+        if self.finished:
+            for pipe in self.pipes:
+                try:
+                    pipe.send(None)
+                except OSError:
+                    pass
+            for process in self.processes:
+                process.join(5.0)
+        for process in self.processes:
+            if process.exitcode is None:
+                process.terminate()
+        for process in self.processes:
+            process.join(5.0)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+        for pipe in self.pipes:
+            pipe.close()
+
+
+def _serve(function: Callable, pipe, parent: int) -> None:
+    """A worker: map each chunk that comes down the pipe, until None (or the pipe closes)."""
+    _init_worker(parent)
+    while True:
+        try:
+            chunk = pipe.recv()
+        except (EOFError, OSError):
+            return
+        if chunk is None:
+            return
+        try:
+            message = (True, [function(item) for item in chunk])
+        except Exception as error:
+            message = (False, (error, traceback.format_exc()))
+        try:
+            pipe.send(message)
+        except Exception as error:  # the error or a result would not pickle
+            pipe.send((False, (RuntimeError(f"{type(error).__name__}: {error}"), traceback.format_exc())))
 
 
 def _init_worker(parent: int) -> None:
