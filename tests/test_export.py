@@ -281,7 +281,7 @@ def test_bad_sources_and_outputs_are_refused_with_one_line_naming_the_file(tmp_p
 
     existing = tmp_path / "existing.pth"
     existing.write_bytes(b"keep me")
-    with pytest.raises(ExportError, match="exists; choose another output name") as error:
+    with pytest.raises(CxrsslError, match="already exists and was not written by this `cxrssl export`") as error:
         export(checkpoint, existing)
     assert str(existing) in one_line(error) and existing.read_bytes() == b"keep me"
     export(checkpoint, existing, rgb=True, overwrite=True)

@@ -266,3 +266,30 @@ def test_a_damaged_run_log_is_one_line(tmp_path):
         run.read_log()
     run.status.write_text("{")
     assert run.read_status() == {}
+
+
+def test_the_check_refuses_an_input_by_any_spelling_and_finds_an_unwritable_place_first(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    manifest = tmp_path / "d" / "labels.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("x")
+    cache = tmp_path / "pool.cache"
+    cache.mkdir()
+    (cache / "manifest.csv").write_text("y")
+    Outputs("probe", {}, files=[tmp_path / "d" / "probe.json"], inputs=[manifest, cache]).check()  # beside an input is fine
+    Outputs("probe", {}, files=[cache / "new.json"], inputs=[manifest, cache]).check()  # a new file in a folder input too
+    for output in (tmp_path / "d" / "sub" / ".." / "labels.csv", tmp_path / "d" / ".." / "d" / "labels.csv", cache / "manifest.csv"):
+        with pytest.raises(OutputError, match="would overwrite"):
+            Outputs("probe", {}, files=[output], inputs=[manifest, cache], overwrite=True).check()
+    assert manifest.read_text() == "x" and (cache / "manifest.csv").read_text() == "y"
+    Outputs("probe", {}, files=[tmp_path / "new" / "folder" / "out.json"], inputs=[manifest]).check()
+    assert list((tmp_path / "new" / "folder").iterdir()) == []  # made and probed, nothing left in it
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    with pytest.raises(OSError, match="No space left"):
+        Outputs("probe", {}, files=[tmp_path / "out.json"], inputs=[manifest]).check()

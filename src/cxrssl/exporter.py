@@ -70,8 +70,9 @@ from cxrssl import __version__
 from cxrssl.checkpoint import backbone_from_tensors, load_tensors, read_metadata
 from cxrssl.errors import CxrsslError
 from cxrssl.extras import require
-from cxrssl.fileio import atomic_write, refuse_overwriting_inputs
+from cxrssl.fileio import atomic_write
 from cxrssl.models import PIXEL_MEAN, PIXEL_STD, normalize_pixels
+from cxrssl.outputs import Outputs
 
 FORMAT = "cxrssl-export/1"
 STATE_DICT_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -155,11 +156,8 @@ def _check_destination(destination: str | Path, source: _Source, suffixes: tuple
         raise ExportError(
             f"{destination}: unknown output format {destination.suffix or '(no suffix)'!r}; name the output .pth, .safetensors or .onnx"
         )
-    refuse_overwriting_inputs([destination], [source.path, source.weights])
-    if destination.exists() and not overwrite:
-        raise ExportError(f"{destination}: exists; choose another output name (-o) or pass --overwrite")
-    if destination.is_dir():
-        raise ExportError(f"{destination}: is a folder; name an output file (-o)")
+    # the output contract of every verb: never an input, an existing file only with overwrite
+    Outputs("export", {}, files=[destination], inputs=[source.path, source.weights], overwrite=overwrite).check()
     return destination
 
 

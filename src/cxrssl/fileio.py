@@ -15,35 +15,6 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)  # reading the umask means setting it; put it straight back
 
 
-def refuse_overwriting_inputs(outputs, inputs) -> None:
-    """Stop, before any work, when an output file would replace one of the command's own inputs.
-
-    Paths are compared resolved (links and ``..`` followed); a folder input (a cache)
-    counts as everything inside it.
-    """
-    from cxrssl.errors import CxrsslError
-
-    resolved_inputs = [Path(i).resolve() for i in inputs if i]
-    for output in outputs:
-        target = Path(output).resolve()
-        for source in resolved_inputs:
-            if target == source or (source.is_dir() and source in target.parents):
-                raise CxrsslError(f"{output}: would overwrite the input {source}; choose another output name (-o)")
-
-
-def check_outputs(outputs, inputs) -> None:
-    """Before any work: no output may replace an input, and every output's folder must be writable.
-
-    A read-only or full location is then found in a second, not after an hour of work.
-    """
-    refuse_overwriting_inputs(outputs, inputs)
-    for folder in sorted({Path(output).resolve().parent for output in outputs}):
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".cxrssl-write-check.", suffix=".tmp", dir=folder)
-        os.close(handle)
-        os.unlink(probe)
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then move the temporary file over ``path``.
 
