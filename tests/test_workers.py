@@ -193,3 +193,32 @@ def test_workers_do_not_outlive_a_parent_killed_outright():
     child.stdout.close()
     child.wait(timeout=30)
     assert all(gone(pid, within=3.0) for pid in pids)
+
+
+START_METHODS = """
+import multiprocessing, sys
+from tests.test_workers import fail_at_seven, square
+from cxrssl.workers import parallel_map
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    assert list(parallel_map(square, list(range(300)), workers=2, chunksize=4)) == [x * x for x in range(300)]
+    try:
+        list(parallel_map(fail_at_seven, list(range(100)), workers=2, chunksize=1))
+    except ValueError as error:
+        print("raised", error)
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_the_map_works_under_every_start_method(method, tmp_path):
+    # forkserver is Python 3.14's default on Linux: a worker's parent is then the server, not this process
+    if method not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip(f"{method} is not a start method here")
+    script = tmp_path / "start_method.py"
+    script.write_text(START_METHODS)
+    done = subprocess.run(
+        [sys.executable, str(script), method], cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "raised item seven"

@@ -10,7 +10,9 @@ consumer, Ctrl-C, or SIGTERM from a scheduler or ``kill``), the workers are term
 before the exception goes on, never left running. SIGTERM is turned into
 ``SystemExit(143)`` while a pool runs (the exit status a shell gives a process killed by
 it), so every ``finally`` on the way out runs too. On Linux a worker also gets SIGTERM
-when the process that started it dies, even by SIGKILL. A worker that dies by itself (the
+when the process that started it dies, even by SIGKILL (with the ``fork`` start method,
+Linux's default before Python 3.14; under ``spawn`` or ``forkserver`` a worker ends after
+its current item, when its pipe closes). A worker that dies by itself (the
 kernel's out-of-memory killer, a crash in a decoder) ends the map with
 :class:`WorkerDied` naming its exit status, instead of a wait that never ends.
 
@@ -109,10 +111,13 @@ class _Pool:
         self.finished = False
 
     def __enter__(self) -> _Pool:
+        # A forked worker is this process's child; under spawn or forkserver (Python 3.14's
+        # default on Linux) its parent is another process, so only its pipe says we are gone.
+        parent = os.getpid() if multiprocessing.get_start_method() == "fork" else None
         try:
             for _ in range(self.workers):
                 ours, theirs = multiprocessing.Pipe()
-                process = multiprocessing.Process(target=_serve, args=(self.function, theirs, os.getpid()), daemon=True)
+                process = multiprocessing.Process(target=_serve, args=(self.function, theirs, parent), daemon=True)
                 process.start()
                 theirs.close()
                 self.processes.append(process)
@@ -198,7 +203,7 @@ class _Pool:
             pipe.close()
 
 
-def _serve(function: Callable, pipe, parent: int) -> None:
+def _serve(function: Callable, pipe, parent: int | None) -> None:
     """A worker: map each chunk that comes down the pipe, until None (or the pipe closes)."""
     _init_worker(parent)
     while True:
@@ -218,14 +223,18 @@ def _serve(function: Callable, pipe, parent: int) -> None:
             pipe.send((False, (RuntimeError(f"{type(error).__name__}: {error}"), traceback.format_exc())))
 
 
-def _init_worker(parent: int) -> None:
+def _init_worker(parent: int | None) -> None:
     """Ctrl-C and a closed terminal (SIGHUP) are the parent's to handle: it terminates the
-    pool. SIGTERM ends a worker at once. (A forked worker inherits the parent's handlers.)"""
+    pool. SIGTERM ends a worker at once. (A forked worker inherits the parent's handlers.)
+
+    ``parent``: the pid of the process that forked this worker, which it must not outlive;
+    None when the worker was not forked by the map's process (spawn, forkserver): it then
+    ends when its pipe closes, after the item it is mapping."""
     for number in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
         if number is not None:
             signal.signal(number, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
+    if parent is not None and sys.platform.startswith("linux"):
         import ctypes
 
         try:  # SIGTERM to this worker when its parent dies, SIGKILL included
