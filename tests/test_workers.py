@@ -49,6 +49,17 @@ def a_lock(x):
     return threading.Lock()
 
 
+class NeedsTwo(Exception):
+    def __init__(self, what, why):
+        super().__init__(f"{what}: {why}")  # pickled with one argument, so it does not unpickle
+
+
+def fail_strangely(x):
+    if x == 3:
+        raise NeedsTwo("item three", "odd")
+    return x
+
+
 def touch(path):
     Path(path).touch()
     return path
@@ -112,6 +123,11 @@ def test_a_worker_that_dies_ends_the_map_with_its_exit_status_and_the_others_end
 def test_a_result_that_cannot_be_sent_back_is_an_error_naming_why():
     with pytest.raises(RuntimeError, match="cannot pickle"):
         list(parallel_map(a_lock, list(range(40)), workers=2, chunksize=1))
+
+
+def test_an_error_that_does_not_unpickle_here_is_still_an_error_naming_it():
+    with pytest.raises(RuntimeError, match="answer for fail_strangely could not be read: TypeError"):
+        list(parallel_map(fail_strangely, list(range(40)), workers=2, chunksize=1))
 
 
 def test_no_more_than_a_block_of_items_is_taken_ahead_of_the_consumer(tmp_path):

@@ -176,6 +176,10 @@ class _Pool:
                 f"a worker process (pid {process.pid}) ended while mapping {name}, exit status {process.exitcode}"
                 " (a negative status is the signal that killed it; -9 is often the out-of-memory killer: use fewer workers)"
             )
+        except Exception as error:  # an answer that does not unpickle here (an exception class with other arguments)
+            return RuntimeError(
+                f"a worker's answer for {getattr(self.function, '__name__', self.function)} could not be read: {type(error).__name__}: {error}"
+            )
         if not ok:
             error, trace = payload
             error.__cause__ = RemoteTraceback(trace)
