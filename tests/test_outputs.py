@@ -39,30 +39,31 @@ def world(tmp_path, phantom_manifest):
     return {"manifest": data / "labels.csv", "image": image, "checkpoint": checkpoint, "run": run, "model": model, "result": result, "tmp": tmp_path}
 
 
-# verb -> (arguments before the output, the output flags: flag -> (kind, siblings)); "{manifest}" etc. are filled from the world.
+# verb -> (arguments before the output, the output flags: flag -> (kind, siblings, the suffix a file output's name must have));
+# "{manifest}" etc. are filled from the world.
 BACKBONE = ["--init", "random", "--image-size", "32"]
 VERBS = {
-    "split": (["{manifest}"], {"-o": ("file", [])}),
-    "index": (["csv", "{manifest}"], {"-o": ("file", ["_skipped.csv"])}),
-    "check": (["{manifest}"], {"--json": ("file", [])}),
-    "cache": (["{manifest}", "--size", "32"], {"-o": ("folder", [])}),
-    "extract": ([*BACKBONE, "--data", "{manifest}"], {"-o": ("file", [])}),
-    "probe": ([*BACKBONE, "--task", "{manifest}"], {"-o": ("file", ["_predictions.csv"]), "--save-model": ("folder", [])}),
+    "split": (["{manifest}"], {"-o": ("file", [], ".csv")}),
+    "index": (["csv", "{manifest}"], {"-o": ("file", ["_skipped.csv"], ".csv")}),
+    "check": (["{manifest}"], {"--json": ("file", [], ".json")}),
+    "cache": (["{manifest}", "--size", "32"], {"-o": ("folder", [], None)}),
+    "extract": ([*BACKBONE, "--data", "{manifest}"], {"-o": ("file", [], ".npz")}),
+    "probe": ([*BACKBONE, "--task", "{manifest}"], {"-o": ("file", ["_predictions.csv"], ".json"), "--save-model": ("folder", [], None)}),
     "finetune": (
         [*BACKBONE, "--task", "{manifest}"],
-        {"-o": ("file", ["_predictions.csv"]), "--gradcam": ("file", ["_errors.png"]), "--save-model": ("folder", [])},
+        {"-o": ("file", ["_predictions.csv"], ".json"), "--gradcam": ("file", ["_errors.png"], ".png"), "--save-model": ("folder", [], None)},
     ),
-    "compare": (["--checkpoint", "{checkpoint}", "--init", "random", "--task", "{manifest}"], {"-o": ("folder", [])}),
-    "sweep": (["--run", "{run}", "--task", "{manifest}"], {"-o": ("folder", [])}),
-    "tsne": (["--checkpoints", "{checkpoint}", "--task", "{manifest}"], {"-o": ("file", [".csv"])}),
-    "gradcam": ([*BACKBONE, "--task", "{manifest}"], {"-o": ("file", ["_errors.png"])}),
-    "predict": (["--model", "{model}", "{image}"], {"--heatmaps": ("folder", [])}),
-    "report": (["--run", "{run}", "--task", "{manifest}"], {"-o": ("file", [])}),
-    "table": (["{result}"], {"-o": ("file", [".csv"])}),
-    "export": (["{checkpoint}"], {"-o": ("file", [])}),
-    "phantom": ([], {"out": ("folder", [])}),
-    "demo": ([], {"--out": ("folder", [])}),
-    "pretrain": (["--data", "{manifest}", "--config", "demo"], {"--out": ("folder", [])}),
+    "compare": (["--checkpoint", "{checkpoint}", "--init", "random", "--task", "{manifest}"], {"-o": ("folder", [], None)}),
+    "sweep": (["--run", "{run}", "--task", "{manifest}"], {"-o": ("folder", [], None)}),
+    "tsne": (["--checkpoints", "{checkpoint}", "--task", "{manifest}"], {"-o": ("file", [".csv"], ".png")}),
+    "gradcam": ([*BACKBONE, "--task", "{manifest}"], {"-o": ("file", ["_errors.png"], ".png")}),
+    "predict": (["--model", "{model}", "{image}"], {"--heatmaps": ("folder", [], None)}),
+    "report": (["--run", "{run}", "--task", "{manifest}"], {"-o": ("file", [], ".html")}),
+    "table": (["{result}"], {"-o": ("file", [".csv"], ".md")}),
+    "export": (["{checkpoint}"], {"-o": ("file", [], ".pth")}),
+    "phantom": ([], {"out": ("folder", [], None)}),
+    "demo": ([], {"--out": ("folder", [], None)}),
+    "pretrain": (["--data", "{manifest}", "--config", "demo"], {"--out": ("folder", [], None)}),
 }
 CASES = [(verb, flag) for verb, (_, flags) in VERBS.items() for flag in flags]
 
@@ -106,7 +107,7 @@ def _input_targets(verb: str, world: dict, kind: str) -> list[Path]:
 
 @pytest.mark.parametrize(("verb", "flag"), CASES)
 def test_an_output_never_replaces_an_input_even_with_overwrite(verb, flag, world, capsys):
-    kind, siblings = VERBS[verb][1][flag]
+    kind, siblings, _ = VERBS[verb][1][flag]
     uses_inputs = bool(VERBS[verb][0])
     if not uses_inputs:
         pytest.skip(f"{verb} reads no input")
@@ -115,7 +116,7 @@ def test_an_output_never_replaces_an_input_even_with_overwrite(verb, flag, world
             continue  # table -o r.json writes r.md and r.csv: it never names the .json itself
         for overwrite in (False,) if verb == "pretrain" else (False, True):  # pretrain replaces no run: it resumes one
             err = _refused(_command(verb, world, flag, target, overwrite), world, capsys)
-            assert "input" in err or "not empty" in err or "already" in err or "a figure name ends in" in err, err
+            assert "input" in err or "not empty" in err or "already" in err or "is written as" in err, err
     if ".csv" in siblings:  # the output's sibling is the manifest: tsne -o data/labels.png
         target = world["manifest"].with_suffix(".md" if verb == "table" else ".png")
         is_input = "{manifest}" in VERBS[verb][0]
@@ -125,7 +126,7 @@ def test_an_output_never_replaces_an_input_even_with_overwrite(verb, flag, world
 
 @pytest.mark.parametrize(("verb", "flag"), CASES)
 def test_a_foreign_file_is_replaced_only_with_overwrite(verb, flag, world, capsys):
-    kind, siblings = VERBS[verb][1][flag]
+    kind, siblings, suffix = VERBS[verb][1][flag]
     out = world["tmp"] / "out"
     out.mkdir()
     if kind == "folder":
@@ -134,13 +135,13 @@ def test_a_foreign_file_is_replaced_only_with_overwrite(verb, flag, world, capsy
         (target / "notes.txt").write_text("mine")
         foreign = [target / "notes.txt"]
     else:
-        target = out / ("result.md" if verb == "table" else "result.png")  # table -o NAME writes NAME.md and NAME.csv
+        target = out / f"result{suffix}"
         target.write_text("mine")
         foreign = [target]
-        for suffix in siblings:  # and each sibling alone: the output is new, its sibling is someone's file
-            sibling = _sibling(out / "other.png", suffix)
+        for ending in siblings:  # and each sibling alone: the output is new, its sibling is someone's file
+            sibling = _sibling(out / f"other{suffix}", ending)
             sibling.write_text("mine too")
-            err = _refused(_command(verb, world, flag, out / "other.png"), world, capsys)
+            err = _refused(_command(verb, world, flag, out / f"other{suffix}"), world, capsys)
             assert str(sibling) in err and "--overwrite" in err, err
     err = _refused(_command(verb, world, flag, target), world, capsys)
     assert ("--overwrite" in err or verb == "pretrain") and ("not empty" in err or "already exists" in err or "already holds" in err), err
@@ -233,10 +234,16 @@ def test_a_provenance_record_or_a_lock_is_never_an_output(tmp_path, name):
         Outputs("probe", {}, files=[tmp_path / name], overwrite=True).check()
 
 
-def test_a_figure_name_says_its_format(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        main(["tsne", "--checkpoints", "c.json", "--task", "t.csv", "-o", str(tmp_path / "figure")])  # matplotlib would write figure.png
-    assert "a figure name ends in .png" in capsys.readouterr().err
+FILE_CASES = [(verb, flag, suffix) for verb, (_, flags) in VERBS.items() for flag, (kind, _, suffix) in flags.items() if kind == "file"]
+
+
+@pytest.mark.parametrize(("verb", "flag", "suffix"), FILE_CASES)
+def test_a_file_output_is_named_for_the_format_it_holds(verb, flag, suffix, world, capsys):
+    # features as .csv, a table as .txt, a figure with no suffix (matplotlib would add .png): refused before any work
+    for wrong in ("out", "out.txt", "out.csv" if suffix != ".csv" else "out.json"):
+        err = _refused(_command(verb, world, flag, world["tmp"] / wrong, overwrite=True), world, capsys)
+        assert f"is written as {suffix}" in err or (verb == "export" and "unknown output format" in err), err
+        assert not (world["tmp"] / wrong).exists()
 
 
 @pytest.mark.parametrize(

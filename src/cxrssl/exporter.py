@@ -150,12 +150,17 @@ def _read_source(source: str | Path) -> _Source:
     return _Source(path, weights, metadata, backbone_from_tensors(tensors, metadata["arch"], path), None)
 
 
-def _check_destination(destination: str | Path, source: _Source, suffixes: tuple[str, ...], overwrite: bool) -> Path:
+def _check_suffix(destination: str | Path, suffixes: tuple[str, ...]) -> None:
+    """The output's name says its format: checked before the source is read."""
     destination = Path(destination)
     if destination.suffix.lower() not in suffixes:
         raise ExportError(
             f"{destination}: unknown output format {destination.suffix or '(no suffix)'!r}; name the output .pth, .safetensors or .onnx"
         )
+
+
+def _check_destination(destination: str | Path, source: _Source, overwrite: bool) -> Path:
+    destination = Path(destination)
     # the output contract of every verb: never an input, an existing file only with overwrite
     Outputs("export", {}, files=[destination], inputs=[source.path, source.weights], overwrite=overwrite).check()
     return destination
@@ -201,8 +206,9 @@ def export_backbone(source: str | Path, destination: str | Path, *, rgb: bool = 
     """
     if Path(destination).suffix.lower() == ONNX_SUFFIX:
         raise ExportError(f"{destination}: an .onnx output is a whole saved model (export_onnx), not a state dict; name it .pth or .safetensors")
+    _check_suffix(destination, STATE_DICT_SUFFIXES)
     found = _read_source(source)
-    destination = _check_destination(destination, found, STATE_DICT_SUFFIXES, overwrite)
+    destination = _check_destination(destination, found, overwrite)
     tensors = _state_dict(found, rgb)
     channels = 3 if rgb else 1
     num_classes = int(tensors["fc.weight"].shape[0]) if "fc.weight" in tensors else 0
@@ -262,15 +268,15 @@ def _onnx_properties(model) -> dict[str, str]:
 
 def export_onnx(model_folder: str | Path, destination: str | Path, *, overwrite: bool = False) -> ExportResult:
     """Write a saved model (backbone + probe) as ONNX, outputting ``predict``'s probabilities (see the module's text)."""
+    if Path(destination).suffix.lower() != ONNX_SUFFIX:
+        raise ExportError(f"{destination}: an ONNX export is named .onnx; use export_backbone for .pth/.safetensors")
     found = _read_source(model_folder)
     if found.model is None:
         raise ExportError(
             f"{found.path}: is a pretraining checkpoint, which has no classifier to export to ONNX; "
             f"export a saved model (`cxrssl probe --save-model DIR`), or name the output .pth/.safetensors"
         )
-    if Path(destination).suffix.lower() != ONNX_SUFFIX:
-        raise ExportError(f"{destination}: an ONNX export is named .onnx; use export_backbone for .pth/.safetensors")
-    destination = _check_destination(destination, found, (ONNX_SUFFIX,), overwrite)
+    destination = _check_destination(destination, found, overwrite)
     onnx = require("onnx", "export")
     require("onnxscript", "export")  # the dynamo exporter of torch writes ONNX through it
     model = found.model

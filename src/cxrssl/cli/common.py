@@ -85,11 +85,23 @@ def bounded_int(low: int, high: int, what: str):
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
-def figure_path(text: str) -> str:
-    """A figure's file name: its suffix says the format (matplotlib would add .png to a bare name, unchecked)."""
-    if Path(text).suffix.lower() not in FIGURE_SUFFIXES:
-        raise argparse.ArgumentTypeError(f"a figure name ends in {', '.join(FIGURE_SUFFIXES)}, got {text!r}; e.g. {Path(text).stem or 'figure'}.png")
-    return text
+def output_file(what: str, *suffixes: str):
+    """An argparse type for a file output whose suffix must say the format written, e.g.
+    ``output_file("manifest", ".csv")``: a name of another suffix (features as ``.csv``,
+    a table as ``.txt``) or none (matplotlib would add ``.png`` unchecked) is refused at once."""
+
+    def parse(text: str) -> str:
+        if Path(text).suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{what} is written as {' or '.join(suffixes)}, so its name ends so; got {text!r} (e.g. {Path(text).stem or what}{suffixes[0]})"
+            )
+        return text
+
+    parse.__name__ = f"{what} file"  # argparse names the type in its error
+    return parse
+
+
+figure_path = output_file("figure", *FIGURE_SUFFIXES)
 
 
 def bootstrap_count(text: str) -> int:
@@ -222,7 +234,7 @@ def add_result_flags(verb, output: str, label: str) -> None:
     add_backbone_flags(verb)
     verb.add_argument("--task", required=True, help="labelled manifest CSV, or a cache folder of one")
     verb.add_argument("--positive", help="the disease class (default: the class that is not normal)")
-    verb.add_argument("-o", "--output", default=output)
+    verb.add_argument("-o", "--output", type=output_file("result", ".json"), default=output, help=f"result JSON (default {output})")
     verb.add_argument("--dataset", help="dataset name for tables (default: from the manifest's name)")
     verb.add_argument("--label", help=f"row label for tables (default: {label})")
     verb.add_argument("--bootstrap", type=bootstrap_count, default=1000, help="bootstrap resamples for the 95%% CIs")

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrssl.cli.common import add_overwrite_flag, bounded_int, data_inputs, fraction, fractions, outputs_for, positive_int, seed_value, sibling
+from cxrssl.cli.common import (
+    add_overwrite_flag,
+    bounded_int,
+    data_inputs,
+    fraction,
+    fractions,
+    output_file,
+    outputs_for,
+    positive_int,
+    seed_value,
+    sibling,
+)
 from cxrssl.errors import CxrsslError
 
 
@@ -93,7 +104,7 @@ def phantom(args) -> None:
 def _split(verbs) -> None:
     verb = verbs.add_parser("split", help="add a patient-level train/val/test split to a manifest, stratified by label (or over its findings)")
     verb.add_argument("manifest")
-    verb.add_argument("-o", "--output", required=True, help="manifest to write")
+    verb.add_argument("-o", "--output", type=output_file("manifest", ".csv"), required=True, help="manifest CSV to write")
     verb.add_argument("--fractions", type=fractions, help="train,val,test shares (default 0.7,0.1,0.2)")
     verb.add_argument("--seed", type=seed_value, default=0)
     add_overwrite_flag(verb)
@@ -126,7 +137,13 @@ def _index(verbs) -> None:
     verb = verbs.add_parser("index", help="turn a public dataset's layout (or a folder) into a manifest")
     verb.add_argument("kind", choices=list(ADAPTERS), help="dataset layout; each adapter's docstring gives the exact layout")
     verb.add_argument("root", help="the dataset's top folder (for csv: the manifest file)")
-    verb.add_argument("-o", "--output", required=True, help="manifest CSV to write (images skipped go to NAME_skipped.csv beside it)")
+    verb.add_argument(
+        "-o",
+        "--output",
+        type=output_file("manifest", ".csv"),
+        required=True,
+        help="manifest CSV to write (images skipped go to NAME_skipped.csv beside it)",
+    )
     verb.add_argument("--views", default="frontal", choices=("frontal", "lateral", "all"), help="chexpert: which views (default frontal)")
     verb.add_argument(
         "--task",
@@ -191,7 +208,7 @@ def _check(verbs) -> None:
         "check", help="decode every image of a manifest and report counts (per finding too), sizes, unreadable files, duplicates, leaks"
     )
     verb.add_argument("manifest")
-    verb.add_argument("--json", help="also write the full report as JSON")
+    verb.add_argument("--json", type=output_file("report", ".json"), help="also write the full report as JSON")
     verb.add_argument("--limit", type=positive_int, default=10, help="examples listed per problem (default 10)")
     verb.add_argument("--workers", type=positive_int, help="decoding processes (default: all cores)")
     verb.add_argument("--quiet", action="store_true")

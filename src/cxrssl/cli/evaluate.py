@@ -24,6 +24,7 @@ from cxrssl.cli.common import (
     data_inputs,
     figure_path,
     finetune_settings,
+    output_file,
     outputs_for,
     positive_int,
     probe_settings,
@@ -49,7 +50,9 @@ def _extract(verbs) -> None:
     verb = verbs.add_parser("extract", help="frozen features (global-average-pooled last layer) of a manifest's images")
     add_backbone_flags(verb)
     verb.add_argument("--data", required=True, help="manifest CSV or cache folder")
-    verb.add_argument("-o", "--output", default="features.npz", help="npz with features, path, patient_id, label, split")
+    verb.add_argument(
+        "-o", "--output", type=output_file("features", ".npz"), default="features.npz", help="npz with features, path, patient_id, label, split"
+    )
     verb.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
     add_readout_flag(verb)
     add_overwrite_flag(verb)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrssl.cli.common import add_overwrite_flag, add_sweep_flags, data_inputs, outputs_for
+from cxrssl.cli.common import add_overwrite_flag, add_sweep_flags, data_inputs, output_file, outputs_for
 from cxrssl.errors import CxrsslError
 
 
@@ -19,7 +19,7 @@ def _report(verbs) -> None:
     verb.add_argument("--task", action="append", required=True, help="labelled manifest CSV or cache folder (repeatable)")
     verb.add_argument("--compare", action="append", metavar="compare.json", help="add a `cxrssl compare` result (repeatable)")
     verb.add_argument("--finding", help="multi-label task: the finding whose Grad-CAM is shown (default: the best-scored)")
-    verb.add_argument("-o", "--output", default="report.html")
+    verb.add_argument("-o", "--output", type=output_file("report", ".html", ".htm"), default="report.html", help="the page (default report.html)")
     verb.set_defaults(handler=report)
 
 
@@ -45,7 +45,7 @@ def report(args) -> None:
 def _table(verbs) -> None:
     verb = verbs.add_parser("table", help="Table III (markdown and CSV) from probe results, or the table of compare results")
     verb.add_argument("results", nargs="+", help="result .json files of `cxrssl probe`, or compare.json files of `cxrssl compare`")
-    verb.add_argument("-o", "--output", default="table.md", help="table.md; table.csv is written beside it")
+    verb.add_argument("-o", "--output", type=output_file("table", ".md"), default="table.md", help="table.md; table.csv is written beside it")
     add_overwrite_flag(verb)
     verb.set_defaults(handler=table)
 
