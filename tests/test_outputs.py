@@ -254,6 +254,10 @@ def test_a_file_output_is_named_for_the_format_it_holds(verb, flag, suffix, worl
         ["finetune", "--init", "random", "--task", "t.csv", "--batch-size", "1"],
         ["phantom", "p", "--size", "100000"],
         ["gradcam", "--init", "random", "--task", "t.csv", "-o", "g.json"],
+        ["compare", "--init", "random", "--task", "t.csv", "--inner-folds", "1"],  # once named --folds
+        ["compare", "--init", "random", "--task", "t.csv", "--folds", "1"],
+        ["probe", "--init", "random", "--task", "t.csv", "--folds", "1"],
+        ["sweep", "--run", "r", "--task", "t.csv", "--inner-folds", "0"],
     ],
 )
 def test_values_that_used_to_end_in_a_traceback_are_one_line(argv, capsys):
@@ -261,6 +265,8 @@ def test_values_that_used_to_end_in_a_traceback_are_one_line(argv, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert refused.value.code == 2 and err.count("\n") == 1 and err.startswith(f"cxrssl {argv[0]}: error: "), err
+    flag = next((a for a in argv if a in ("--folds", "--inner-folds")), None)
+    assert flag is None or f"argument {flag}: expected a number of cross-validation folds from 2" in err, err
 
 
 def test_a_damaged_run_log_is_one_line(tmp_path):

@@ -82,6 +82,8 @@ def bounded_int(low: int, high: int, what: str):
     return parse
 
 
+fold_count = bounded_int(2, 1000, "a number of cross-validation folds")  # one fold is no cross-validation
+
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
@@ -266,9 +268,9 @@ def add_budget_flags(verb, default) -> None:
         + ("(default 10,25,50,100,250,all)" if default else "(default: none, one probe on one split)")
         + "; for a task evaluated per finding, labelled patients in all",
     )
-    verb.add_argument("--folds", type=positive_int, default=5, help="outer patient-grouped folds (default 5)")
+    verb.add_argument("--folds", type=fold_count, default=5, help="outer patient-grouped folds (default 5)")
     verb.add_argument("--repeats", type=positive_int, default=5, help="repetitions of the folds / training draws (default 5)")
-    verb.add_argument("--inner-folds", type=positive_int, default=5, help="folds of the probe's C search inside each training part (default 5)")
+    verb.add_argument("--inner-folds", type=fold_count, default=5, help="folds of the probe's C search inside each training part (default 5)")
     verb.add_argument("--jobs", type=non_negative_int, default=0, help="worker processes for the fits (default: one per core)")
 
 

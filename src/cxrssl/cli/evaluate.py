@@ -24,6 +24,7 @@ from cxrssl.cli.common import (
     data_inputs,
     figure_path,
     finetune_settings,
+    fold_count,
     output_file,
     outputs_for,
     positive_int,
@@ -80,7 +81,7 @@ def _probe(verbs) -> None:
     verb = verbs.add_parser("probe", help="logistic-regression probe of frozen features on a labelled manifest")
     add_result_flags(verb, "probe.json", "pretext fraction and epoch, or 'random init'")
     add_readout_flag(verb)
-    verb.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds for choosing C (default 5)")
+    verb.add_argument("--folds", type=fold_count, default=5, help="cross-validation folds for choosing C (default 5)")
     verb.add_argument("--save-model", metavar="DIR", help="also save backbone + probe for `cxrssl predict` (safetensors + JSON)")
     verb.set_defaults(handler=probe)
 

@@ -134,7 +134,9 @@ class ProbeSettings:
         if self.split_policy not in SPLIT_POLICIES:
             raise ProbeError(f"unknown split policy {self.split_policy!r}; use one of {', '.join(SPLIT_POLICIES)}")
         if self.folds < 2:
-            raise ProbeError(f"--folds {self.folds}: cross-validation needs at least 2 folds")
+            raise ProbeError(
+                f"folds {self.folds}: the C search's cross-validation needs at least 2 folds (probe's --folds, compare's and sweep's --inner-folds)"
+            )
         if self.min_patients < 1:
             raise ProbeError(f"--min-patients {self.min_patients}: give at least 1")
         if self.bootstrap < 0:
