@@ -45,3 +45,15 @@ def test_bad_files(tmp_path):
     path.write_text("batchsize: 12\n")
     with pytest.raises(ConfigError, match="unknown setting"):
         load_pretrain_config(str(path))
+
+
+@pytest.mark.parametrize("value", ['"ten"', "10", "[1.5, 3]", "[true]", "{10: 20}"])
+def test_kept_epochs_that_are_not_a_list_of_whole_epochs_name_the_form(tmp_path, value):
+    # a text was read digit by digit (int('t')), a number failed with Python's own words, 1.5 became 1
+    path = tmp_path / "keep.yaml"
+    path.write_text(f"keep_epochs: {value}\n")
+    with pytest.raises(ConfigError, match=r"keep.yaml: keep_epochs must be a list of whole epochs like \[10, 20, 40\]"):
+        load_pretrain_config(str(path))
+    with pytest.raises(ConfigError, match="keep_epochs must be a list of whole epochs"):
+        load_pretrain_config("demo", {"keep_epochs": "ten"})
+    assert load_pretrain_config("demo", {"keep_epochs": [3, 6]}).keep_epochs == (3, 6)

@@ -145,7 +145,7 @@ class PretrainConfig:
             raise ConfigError(f"{source}: augment: {error}") from error
         try:
             if "keep_epochs" in values:
-                values["keep_epochs"] = tuple(int(e) for e in (values["keep_epochs"] or ()))
+                values["keep_epochs"] = _epoch_list(values["keep_epochs"])
             for name, value in values.items():
                 values[name] = _typed(name, value, FIELD_TYPES.get(name))
         except (TypeError, ValueError) as error:
@@ -205,6 +205,15 @@ def _nested_method_settings(values: dict) -> dict:
     return values
 
 
+def _epoch_list(value) -> tuple[int, ...]:
+    """``keep_epochs`` as a tuple of whole epochs, or a ValueError that shows the form (a text or a
+    number would otherwise be read digit by digit, or fail with Python's words)."""
+    items = () if value is None else value if isinstance(value, (list, tuple)) else None
+    if items is None or not all(isinstance(e, int) and not isinstance(e, bool) for e in items):
+        raise ValueError(f"keep_epochs must be a list of whole epochs like [10, 20, 40], got {value!r}")
+    return tuple(items)
+
+
 def _typed(name: str, value, kind):
     """``value`` as a ``kind`` setting, or a ValueError that names the setting."""
     if kind is None or value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
@@ -248,7 +257,7 @@ def with_overrides(config: PretrainConfig, overrides: dict | None) -> PretrainCo
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     try:
-        chosen = {name: value if name == "keep_epochs" else _typed(name, value, FIELD_TYPES.get(name)) for name, value in chosen.items()}
+        chosen = {name: _epoch_list(value) if name == "keep_epochs" else _typed(name, value, FIELD_TYPES.get(name)) for name, value in chosen.items()}
     except ValueError as error:
         raise ConfigError(str(error)) from None
     given = chosen.pop("method_settings")
@@ -256,8 +265,6 @@ def with_overrides(config: PretrainConfig, overrides: dict | None) -> PretrainCo
         chosen["method_settings"] = given  # another method: the old method's settings give way to the new one's defaults
     elif given:
         chosen["method_settings"] = {**config.method_settings, **given}
-    if "keep_epochs" in chosen:
-        chosen["keep_epochs"] = tuple(chosen["keep_epochs"])
     return replace(config, **chosen) if chosen else config
 
 
