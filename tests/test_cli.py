@@ -566,3 +566,23 @@ def test_split_of_a_findings_manifest_is_stratified_over_its_findings(tmp_path, 
         positive = {row["patient_id"] for row in rows if finding in row["findings"].split("|")}
         in_test = sum(patients[p] == "test" for p in positive)
         assert abs(in_test - 0.2 * len(positive)) <= 2  # the split's share of the finding's positive patients, not by chance
+
+
+PROBING_VERBS = {  # every verb that probes a manifest's own split (a patient in both parts makes it suggest --split-policy purge)
+    "probe": ["--init", "random", "--task", "t.csv"],
+    "finetune": ["--init", "random", "--task", "t.csv"],
+    "compare": ["--init", "random", "--task", "t.csv"],
+    "sweep": ["--run", "r", "--task", "t.csv"],
+    "report": ["--run", "r", "--task", "t.csv"],
+    "gradcam": ["--init", "random", "--task", "t.csv"],
+}
+
+
+@pytest.mark.parametrize("verb", PROBING_VERBS)
+def test_every_probing_verb_takes_the_split_policy_its_leak_error_suggests(verb):
+    from cxrssl.cli import build_parser
+    from cxrssl.cli.common import probe_settings
+
+    args = build_parser().parse_args([verb, *PROBING_VERBS[verb], "--split-policy", "purge"])
+    assert probe_settings(args).split_policy == "purge"
+    assert probe_settings(build_parser().parse_args([verb, *PROBING_VERBS[verb]])).split_policy == "refuse"

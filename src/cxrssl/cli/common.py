@@ -231,6 +231,11 @@ def add_findings_flags(verb) -> None:
     verb.add_argument("--min-patients", type=positive_int, default=5, help=MIN_PATIENTS_HELP)
 
 
+def add_split_policy_flag(verb) -> None:
+    """Every verb that probes a manifest's own split has it (the leak error suggests it)."""
+    verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+
+
 def add_result_flags(verb, output: str, label: str) -> None:
     """What probe and finetune share: the backbone, the task and its split, the result file and its table row."""
     add_backbone_flags(verb)
@@ -240,7 +245,7 @@ def add_result_flags(verb, output: str, label: str) -> None:
     verb.add_argument("--dataset", help="dataset name for tables (default: from the manifest's name)")
     verb.add_argument("--label", help=f"row label for tables (default: {label})")
     verb.add_argument("--bootstrap", type=bootstrap_count, default=1000, help="bootstrap resamples for the 95%% CIs")
-    verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+    add_split_policy_flag(verb)
     add_findings_flags(verb)
     add_overwrite_flag(verb)
 
@@ -280,6 +285,7 @@ def add_sweep_flags(verb) -> None:
     verb.add_argument("--seed", type=seed_value, default=0)
     verb.add_argument("--bootstrap", type=bootstrap_count, default=1000, help="bootstrap resamples for the 95%% CIs")
     verb.add_argument("--quiet", action="store_true")
+    add_split_policy_flag(verb)
     add_findings_flags(verb)
     add_overwrite_flag(verb)
 
@@ -295,7 +301,7 @@ def probe_settings(args):
         seed=args.seed,
         bootstrap=getattr(args, "bootstrap", 1000),
         folds=getattr(args, "inner_folds", getattr(args, "folds", 5)),  # the C search's folds (compare's --folds are outer folds)
-        split_policy=getattr(args, "split_policy", "refuse"),
+        split_policy=args.split_policy,  # every probing verb has the flag (add_split_policy_flag)
         findings=getattr(args, "findings", None),
         min_patients=getattr(args, "min_patients", 5),
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from cxrssl.cli.common import (
     DEFAULT_LABELS,
-    SPLIT_POLICY_HELP,
     add_backbone_flags,
     add_budget_flags,
     add_findings_flags,
@@ -15,6 +14,7 @@ from cxrssl.cli.common import (
     add_overwrite_flag,
     add_readout_flag,
     add_result_flags,
+    add_split_policy_flag,
     add_sweep_flags,
     architectures,
     backbone_spec,
@@ -195,7 +195,7 @@ def _compare(verbs) -> None:
     add_findings_flags(verb)
     verb.add_argument("--seed", type=seed_value, default=0, help="seed of the folds, the label draws and --init random")
     verb.add_argument("--bootstrap", type=bootstrap_count, default=2000, help="patient resamples when the task has an official test split")
-    verb.add_argument("--split-policy", choices=("refuse", "purge"), default="refuse", help=SPLIT_POLICY_HELP)
+    add_split_policy_flag(verb)
     add_readout_flag(verb)
     verb.add_argument("--finetune", action="store_true", help="also fine-tune every backbone end to end (see `cxrssl finetune`)")
     verb.add_argument(

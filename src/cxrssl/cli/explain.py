@@ -9,6 +9,7 @@ from cxrssl.cli.common import (
     MIN_PATIENTS_HELP,
     add_backbone_flags,
     add_overwrite_flag,
+    add_split_policy_flag,
     bootstrap_count,
     checkpoint_inputs,
     data_inputs,
@@ -63,6 +64,7 @@ def _gradcam(verbs) -> None:
     verb.add_argument("--min-patients", type=positive_int, default=5, help=MIN_PATIENTS_HELP)
     verb.add_argument("-n", type=positive_int, default=8, help="images per figure (default 8)")
     verb.add_argument("--bootstrap", type=bootstrap_count, default=200, help="bootstrap resamples of the probe run first")
+    add_split_policy_flag(verb)
     verb.add_argument("-o", "--output", type=figure_path, default="gradcam.png", help="figure (.png, .pdf, .svg); errors go to <name>_errors.png")
     add_overwrite_flag(verb)
     verb.set_defaults(handler=gradcam)
