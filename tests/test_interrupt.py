@@ -41,6 +41,7 @@ def test_sigterm_stops_pretraining_with_its_status_and_no_lock(tmp_path, phantom
     assert err.strip().endswith(f"stopped by {signal.Signals(number).name}; continue with the same command and --resume"), err
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "interrupted" and status["signal"] == signal.Signals(number).name
+    assert status["epochs"] == 50 and status["epochs_done"] >= 1  # how far it got (the status once lost it)
     assert not (run / ".lock").exists() and not list(run.rglob(".*.tmp"))
     again = [*command, "--resume"]
     again[again.index("50")] = "2"

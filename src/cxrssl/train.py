@@ -149,9 +149,12 @@ def pretrain(
             except TrainingDiverged:
                 raise  # its status says so already
             except BaseException as error:  # the status must never stay "running" for a run that stopped
-                if run.status.is_file() and json.loads(run.status.read_text()).get("state") == "running":
+                running = json.loads(run.status.read_text()) if run.status.is_file() else {}
+                if running.get("state") == "running":
                     stopped = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "failed"
-                    details = {"signal": signal.Signals(error.signal).name} if isinstance(error, Interrupted) else {}
+                    details = {k: running[k] for k in ("epochs_done", "epochs") if k in running}  # how far it got stays said
+                    if isinstance(error, Interrupted):
+                        details["signal"] = signal.Signals(error.signal).name
                     run.set_status(stopped, reason=f"{type(error).__name__}: {error}"[:500], resume="the same command with --resume", **details)
                 raise
     finally:
