@@ -183,15 +183,17 @@ def test_an_unfinished_or_changed_result_is_refused_by_its_readers(tmp_path):
     assert require_complete(bare) == bare  # no record: read as it is
 
 
-def test_two_writers_on_one_output_are_refused(tmp_path):
-    target = tmp_path / "r.json"
-    first = Outputs("probe", {"seed": 0}, files=[target]).check()
-    second = Outputs("probe", {"seed": 1}, files=[target]).check()
-    with first.writing():
-        with pytest.raises(OutputError, match="is being written by process"):
-            with second.writing():
-                pass
-    assert not (tmp_path / ".r.json.lock").exists()
+def test_two_writers_on_one_output_are_refused_naming_that_output(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative names, as typed: the refusal once named "." for a file
+    for kind, target in (("files", Path("r.json")), ("folders", Path("sweep"))):
+        first = Outputs("probe", {"seed": 0}, **{kind: [target]}).check()
+        second = Outputs("probe", {"seed": 1}, **{kind: [target]}).check()
+        with first.writing():
+            with pytest.raises(OutputError, match="is being written by process") as refused:
+                with second.writing():
+                    pass
+        assert str(refused.value).startswith(f"{target}: is being written"), refused.value
+    assert not (tmp_path / ".r.json.lock").exists() and not (tmp_path / "sweep" / ".lock").exists()
 
 
 def test_a_new_result_removes_the_old_one_before_any_new_file_is_shown(tmp_path):

@@ -290,9 +290,10 @@ class Outputs:
             records.append((folder / FOLDER_RECORD, folder, []))
         return records
 
-    def _locks(self) -> list[Path]:
-        locks = [lock_of_file(self.files[0])] if self.files else []
-        return locks + [folder / FOLDER_LOCK for folder in self.folders]
+    def _locks(self) -> list[tuple[Path, Path]]:
+        """(lock, the output it guards: named in the refusal of a second writer)."""
+        locks = [(lock_of_file(self.files[0]), self.files[0])] if self.files else []
+        return locks + [(folder / FOLDER_LOCK, folder) for folder in self.folders]
 
     @contextmanager
     def holding(self) -> Iterator[Outputs]:
@@ -432,11 +433,12 @@ def hold_lock(lock: Path, what=None, doing: str = "written") -> Iterator[None]:
 
 
 @contextmanager
-def hold_locks(locks: list[Path]) -> Iterator[None]:
+def hold_locks(locks: list[tuple[Path, Path]]) -> Iterator[None]:
+    """Hold each (lock, output) in turn."""
     if not locks:
         yield
         return
-    with hold_lock(locks[0]):
+    with hold_lock(*locks[0]):
         with hold_locks(locks[1:]):
             yield
 
