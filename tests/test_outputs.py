@@ -308,3 +308,16 @@ def test_the_check_refuses_an_input_by_any_spelling_and_finds_an_unwritable_plac
     monkeypatch.setattr(tempfile, "mkstemp", full)
     with pytest.raises(OSError, match="No space left"):
         Outputs("probe", {}, files=[tmp_path / "out.json"], inputs=[manifest]).check()
+
+
+def test_a_refusal_names_the_verb_that_wrote_the_file_it_found(tmp_path):
+    # split's manifest inside phantom's folder was said to be "written by cxrssl phantom"
+    folder = tmp_path / "phantoms"
+    with Outputs("phantom", {"n": 4}, folders=[folder]).check().writing():
+        (folder / "a.png").write_bytes(b"png")
+    split = folder / "split.csv"
+    with Outputs("split", {"seed": 0}, files=[split]).check().writing():
+        split.write_text("path,label\n")
+    (folder / "a.png").unlink()  # only split's manifest (and the records) left
+    with pytest.raises(OutputError, match=r"already holds split.csv, written by `cxrssl split`"):
+        Outputs("cache", {}, folders=[folder]).check()

@@ -108,6 +108,17 @@ def _unchanged(path: Path, entry) -> bool:
     return all(now.get(name) == entry.get(name) for name in ("size", "sha256", "mtime_ns"))
 
 
+def _writer_of(path: Path, relative: str, folder_record: dict | None) -> str | None:
+    """The verb that wrote ``path`` inside a folder output: the folder's record when it lists the
+    file, else the file's own record beside it (e.g. `split`'s manifest in `phantom`'s folder)."""
+    if folder_record is not None and relative in folder_record.get("files", {}):
+        return folder_record.get("verb")
+    own = _read_record(record_of_file(path))
+    if own is not None and path.name in own.get("files", {}):
+        return own.get("verb")
+    return folder_record.get("verb") if folder_record is not None else None
+
+
 class Outputs:
     """What one command writes and reads, checked before it works and recorded as it writes.
 
@@ -252,16 +263,17 @@ class Outputs:
         if self.keep_finished and not self.overwrite and (folder / self.keep_finished).is_file():
             raise OutputError(f"{folder}: already holds {self.keep_finished}; choose another -o or pass --overwrite to compute it again")
         for path in sorted(folder.rglob("*")):
-            if path.is_dir() or path.name in (FOLDER_RECORD, FOLDER_LOCK) or path.name.endswith(".tmp"):
-                continue
+            if path.is_dir() or is_bookkeeping(path) or path.name.endswith(".tmp"):
+                continue  # records and locks are not results; the files they describe are
             relative = str(path.relative_to(folder))
             if record is not None and record.get("verb") == self.verb and record.get("key") == self.key:
                 continue  # this command's own folder: resumed or replaced as a whole
             if self.overwrite and (record is None or relative in record["files"] or record.get("verb") == self.verb):
                 continue
-            if record is not None:
+            writer = _writer_of(path, relative, record)
+            if writer is not None:
                 raise OutputError(
-                    f"{folder}: already holds {relative}, written by `cxrssl {record.get('verb')}` with other settings; "
+                    f"{folder}: already holds {relative}, written by `cxrssl {writer}` with other settings; "
                     "choose a new or empty folder, or pass --overwrite to replace that result"
                 )
             raise OutputError(
