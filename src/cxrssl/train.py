@@ -149,8 +149,11 @@ def pretrain(
             except TrainingDiverged:
                 raise  # its status says so already
             except BaseException as error:  # the status must never stay "running" for a run that stopped
-                running = json.loads(run.status.read_text()) if run.status.is_file() else {}
-                if running.get("state") == "running":
+                try:
+                    running = json.loads(run.status.read_text()) if run.status.is_file() else {}
+                except (OSError, ValueError):
+                    running = {}  # a damaged status must not hide the error that stopped the run
+                if isinstance(running, dict) and running.get("state") == "running":
                     stopped = "interrupted" if isinstance(error, (KeyboardInterrupt, Interrupted)) else "failed"
                     details = {k: running[k] for k in ("epochs_done", "epochs") if k in running}  # how far it got stays said
                     if isinstance(error, Interrupted):

@@ -95,11 +95,10 @@ def output_file(what: str, *suffixes: str):
     def parse(text: str) -> str:
         if Path(text).suffix.lower() not in suffixes:
             raise argparse.ArgumentTypeError(
-                f"{what} is written as {' or '.join(suffixes)}, so its name ends so; got {text!r} (e.g. {Path(text).stem or what}{suffixes[0]})"
+                f"a {what} is written as {' or '.join(suffixes)}: name it so, e.g. {Path(text).stem or what}{suffixes[0]} (got {text!r})"
             )
         return text
 
-    parse.__name__ = f"{what} file"  # argparse names the type in its error
     return parse
 
 

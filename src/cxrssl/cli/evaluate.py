@@ -52,7 +52,7 @@ def _extract(verbs) -> None:
     add_backbone_flags(verb)
     verb.add_argument("--data", required=True, help="manifest CSV or cache folder")
     verb.add_argument(
-        "-o", "--output", type=output_file("features", ".npz"), default="features.npz", help="npz with features, path, patient_id, label, split"
+        "-o", "--output", type=output_file("features file", ".npz"), default="features.npz", help="npz with features, path, patient_id, label, split"
     )
     verb.add_argument("--no-cache", action="store_true", help="recompute even if the feature cache has them")
     add_readout_flag(verb)
