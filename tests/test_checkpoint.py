@@ -134,7 +134,7 @@ def test_probe_finetune_and_compare_name_a_nan_checkpoint_in_one_line(tmp_path, 
     from cxrssl.cli import main
 
     path = nan_checkpoint(tmp_path)
-    args = [verb, "--checkpoint", str(path), "--task", str(phantom_manifest), "-o", str(tmp_path / "out")]
+    args = [verb, "--checkpoint", str(path), "--task", str(phantom_manifest), "-o", str(tmp_path / ("out" if verb == "compare" else "out.json"))]
     args += {
         "probe": ["--quiet"],
         "finetune": ["--quiet", "--epochs", "1"],

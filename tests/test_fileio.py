@@ -10,7 +10,7 @@ def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
 
 def test_verbs_refuse_to_write_over_their_inputs_before_any_work(tmp_path, phantom_manifest, capsys):
     before = phantom_manifest.read_text()
-    assert main(["probe", "--init", "random", "--task", str(phantom_manifest), "-o", str(phantom_manifest)]) == 2
+    assert main(["split", str(phantom_manifest), "-o", str(phantom_manifest), "--overwrite"]) == 2
     # t-SNE writes its coordinates beside the figure: labels.png would replace labels.csv
     assert main(["tsne", "--checkpoints", "x.json", "--task", str(phantom_manifest), "-o", str(phantom_manifest.with_suffix(".png"))]) == 2
     result = tmp_path / "r.md"  # a result file named like the table's own output
