@@ -166,20 +166,18 @@ class _Pool:
 
     def _receive(self, worker: int) -> list | BaseException:
         """The results of a worker's chunk, or its error (WorkerDied when it ended without answering)."""
+        name = getattr(self.function, "__name__", repr(self.function))  # for the messages
         try:
             ok, payload = self.pipes[worker].recv()
         except (EOFError, OSError):
             process = self.processes[worker]
             process.join(1.0)
-            name = getattr(self.function, "__name__", repr(self.function))
             return WorkerDied(
                 f"a worker process (pid {process.pid}) ended while mapping {name}, exit status {process.exitcode}"
                 " (a negative status is the signal that killed it; -9 is often the out-of-memory killer: use fewer workers)"
             )
         except Exception as error:  # an answer that does not unpickle here (an exception class with other arguments)
-            return RuntimeError(
-                f"a worker's answer for {getattr(self.function, '__name__', self.function)} could not be read: {type(error).__name__}: {error}"
-            )
+            return RuntimeError(f"a worker's answer for {name} could not be read: {type(error).__name__}: {error}")
         if not ok:
             error, trace = payload
             error.__cause__ = RemoteTraceback(trace)
